@@ -127,3 +127,15 @@ class AttributeEncoder(nn.Module, metaclass=ABCMeta):
     def predict(self, image: torch.Tensor,
                 thetas: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         return {}
+
+
+class Inversion(nn.Module, metaclass=ABCMeta):
+    """Maps an aligned original to the generator's latent space.
+
+    invert(image) -> (N, *generator.layout.shape); image is the aligned crop in [-1, 1].
+    """
+
+    name: str
+
+    @abstractmethod
+    def invert(self, image: torch.Tensor) -> torch.Tensor: ...
