@@ -60,3 +60,27 @@ def map_points(points: torch.Tensor, theta: torch.Tensor, image_hw: tuple[int, i
 def template_with_padding(template: torch.Tensor, padding: float) -> torch.Tensor:
     """dlib-style padding: the unpadded unit box grows by `padding` on every side."""
     return (template + padding) / (1 + 2 * padding)
+
+
+def ffhq_theta(landmarks: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """FFHQ-style alignment (the StyleGAN / e4e crop) from 5 points (N,5,2) -> theta (N,2,3).
+
+    FFHQ's recipe only uses the eye centres and the mouth corners, which MTCNN provides: the
+    crop is a square centred slightly below the eyes, oriented along the eye-to-eye and
+    eye-to-mouth axes, sized max(2 x eye distance, 1.8 x eye-to-mouth distance) per half-side.
+    """
+    lm = landmarks.double()
+    eye_l, eye_r, mouth_l, mouth_r = lm[:, 0], lm[:, 1], lm[:, 3], lm[:, 4]
+    eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
+    eye_to_mouth = (mouth_l + mouth_r) / 2 - eye_avg
+    x = eye_to_eye - torch.stack([-eye_to_mouth[:, 1], eye_to_mouth[:, 0]], -1)
+    x = x / x.norm(dim=-1, keepdim=True)
+    half = torch.maximum(eye_to_eye.norm(dim=-1) * 2.0, eye_to_mouth.norm(dim=-1) * 1.8)
+    x = x * half.unsqueeze(-1)
+    y = torch.stack([-x[:, 1], x[:, 0]], -1)
+    c = eye_avg + eye_to_mouth * 0.1
+    h, w = image_hw
+    # Output normalized (U, V) in [-1,1] -> pixel c + U x + V y -> input normalized 2p/size - 1.
+    row_x = torch.stack([2 * x[:, 0] / w, 2 * y[:, 0] / w, 2 * c[:, 0] / w - 1], -1)
+    row_y = torch.stack([2 * x[:, 1] / h, 2 * y[:, 1] / h, 2 * c[:, 1] / h - 1], -1)
+    return torch.stack([row_x, row_y], 1).float()

@@ -93,6 +93,11 @@ class IdentityEncoder(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor: ...
 
+    def margin_distance(self, margin: float) -> float:
+        """The identity margin as a distance. Default: the margin already is a distance in this
+        recognizer's metric; similarity-based recognizers (ArcFace: m is a cosine) override."""
+        return float(margin)
+
     def crop_theta(self, landmarks: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor | None:
         """Theta (N,2,3) of this network's crop from 5 landmarks (N,5,2) in pixels of an
         image of size `image_hw`; None when the network takes the whole aligned image."""

@@ -1,0 +1,43 @@
+"""Typed schemas for the knobs where a typo would silently change a result.
+
+Registered in Hydra's ConfigStore and listed first in the YAML's defaults, so a misspelled
+key (`method.marign=0.5`) or a wrong type (`method.steps=abc`) fails at compose time.
+"""
+
+from dataclasses import dataclass, field
+from typing import List, Optional  # noqa: UP035 (OmegaConf schemas need typing generics)
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class MethodConfig:
+    name: str = "falco"  # falco | keyed
+    steps: int = 50  # Adam steps per image (paper: 50)
+    lr: float = 0.01  # Adam learning rate (paper: 0.01)
+    milestones: List[float] = field(default_factory=lambda: [0.75, 0.9])  # MultiStepLR, fractions of steps
+    gamma: float = 0.8  # learning-rate factor at each milestone
+    id_weight: float = 10.0  # weight of the identity term (paper: 10)
+    attr_weight: float = 0.1  # weight of the attribute term (paper: 0.1)
+    # identity margin in the recognizer's own score (ArcFace: cosine similarity m, paper m = 0;
+    # dlib: a Euclidean distance); null = the recognizer config's `margin`
+    margin: Optional[float] = None  # noqa: UP045
+    id_loss: str = "two_sided"  # two_sided = |d - margin| (paper) | hinge = max(0, margin - d)
+    init: str = "fake"  # where the trainable latent starts: fake (paired nearest fake, paper) | inversion
+    faithful_quirks: bool = False  # reproduce the official code's range mix / unaligned target / JPEG q75
+
+
+def register() -> None:
+    ConfigStore.instance().store(group="method", name="method_schema", node=MethodConfig)
+
+
+def validate(method: MethodConfig) -> None:
+    """Checks the schema's types cannot express."""
+    if method.id_loss not in ("two_sided", "hinge"):
+        raise ValueError(f"method.id_loss must be 'two_sided' or 'hinge', got {method.id_loss!r}")
+    if method.init not in ("fake", "inversion"):
+        raise ValueError(f"method.init must be 'fake' or 'inversion', got {method.init!r}")
+    if method.steps < 1:
+        raise ValueError(f"method.steps must be >= 1, got {method.steps}")
+    if not all(0 < f < 1 for f in method.milestones):
+        raise ValueError(f"method.milestones are fractions of the steps in (0, 1), got {method.milestones}")

@@ -1,0 +1,55 @@
+"""Data sources the pipeline reads: a list of items and a way to read each as a photo.
+
+Each source has `items` (SourceItem list), `read(item) -> uint8 HxWx3` (raises SkipImage
+for unusable files) and `fingerprint()` (the input data's identity for stage cache keys).
+The builders below are what the `data/` configs instantiate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+from ..backbones.base import Generator
+from .folder import scan_folder
+from .imageio import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, read_rgb
+from .items import SourceItem
+from .synthetic import SyntheticSource
+
+
+class FileSource:
+    """Items that are files on disk (folder, CelebA-HQ, LFW)."""
+
+    def __init__(self, name: str, items: list[SourceItem], *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 min_side: int = DEFAULT_MIN_SIDE) -> None:
+        self.name = name
+        self.items = items
+        self.max_pixels = max_pixels
+        self.min_side = min_side
+
+    def read(self, item: SourceItem) -> np.ndarray:
+        assert item.path is not None
+        return read_rgb(item.path, max_pixels=self.max_pixels, min_side=self.min_side)
+
+    def fingerprint(self) -> dict:
+        h = hashlib.sha256()
+        for it in self.items:
+            try:
+                st = os.stat(it.path) if it.path is not None else None
+            except OSError:
+                st = None
+            h.update(f"{it.id}\x1f{st.st_size if st else -1}\x1f{st.st_mtime_ns if st else -1}\n".encode())
+        return {"source": self.name, "items": len(self.items), "files": h.hexdigest()[:20],
+                "max_pixels": self.max_pixels, "min_side": self.min_side}
+
+
+def synthetic(generator: Generator, **knobs) -> SyntheticSource:
+    return SyntheticSource(generator, **knobs)
+
+
+def folder(generator: Generator, root: str, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+           min_side: int = DEFAULT_MIN_SIDE) -> FileSource:
+    """Any folder of photos, recursively; the generator is not used (same signature as synthetic)."""
+    return FileSource("folder", scan_folder(root, limit=limit), max_pixels=max_pixels, min_side=min_side)

@@ -1,0 +1,102 @@
+"""One anonymization job: stages, skip what is done, optimize the rest, summarize.
+
+Plain Python objects in, nothing from Hydra: train.py instantiates and calls `run_job`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from .config import MethodConfig, validate
+from .data.imageio import atomic_write_text
+from .module import AnonymizeDataset, AnonymizerModule
+from .pipeline import Networks, Prepped, StageKnobs, run_stages
+from .rundir import RunDir
+from .stages.cache import StageCache, code_version
+from .stages.prepare import Source
+from .summary import format_summary, summarize
+from .writer import RecordWriter
+
+
+@dataclass
+class JobResult:
+    run: RunDir
+    summary: dict
+    done_before: int  # images already done when the job started (resume)
+    processed: int  # images optimized by this job
+
+
+def write_skips(run: RunDir, prepped: Prepped, done: set[str], method: str) -> None:
+    for e in prepped.prepared.entries:
+        if e["status"] != "ok" and e["id"] not in done:
+            run.write_record({"id": e["id"], "pseudonym": None, "status": "skipped", "reason": e["reason"],
+                              "message": e.get("message"), "identity": e.get("identity"),
+                              "labels": e.get("labels", {}), "method": method, "stage_keys": prepped.keys})
+
+
+def versions() -> dict[str, str]:
+    import hydra
+    import omegaconf
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "lightning": pl.__version__,
+            "hydra": hydra.__version__, "omegaconf": omegaconf.__version__, "falco_code": code_version()}
+
+
+def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str | Path, *,
+            trainer: pl.Trainer, cache_dir: str | Path, knobs: StageKnobs, batch_size: int = 16,
+            num_workers: int = 0, summary: bool = True, config_yaml: str | None = None) -> JobResult:
+    validate(method)
+    run = RunDir(out_dir)
+    if config_yaml is not None:
+        atomic_write_text(run.root / "config.yaml", config_yaml)
+    atomic_write_text(run.root / "versions.json", json.dumps(versions(), indent=1))
+    prepped = run_stages(nets, source, StageCache(cache_dir), knobs)
+    if not prepped.prepared.ok:
+        reasons = {e["id"]: e["reason"] for e in prepped.prepared.entries}
+        raise RuntimeError(f"no usable face in the dataset ({len(reasons)} items): {dict(list(reasons.items())[:10])}")
+    done = run.done_ids()
+    write_skips(run, prepped, done, method.name)
+    todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done]
+    if todo:
+        module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method)
+        loader = DataLoader(AnonymizeDataset(prepped, todo, method.init), batch_size=batch_size,
+                            shuffle=False, num_workers=num_workers)
+        trainer.callbacks.append(RecordWriter(run, prepped.prepared.ok, {
+            "method": method.name, "stage_keys": prepped.keys, "judge": nets.identity.name,
+            "pairs": prepped.pair_index.tolist(), "pair_sims": prepped.pair_similarity.tolist()}))
+        trainer.predict(module, loader, return_predictions=False)
+    trainer.strategy.barrier()
+    result = JobResult(run, {}, len(done), len(todo))
+    if trainer.is_global_zero:
+        records = run.finalize()
+        if summary:
+            result.summary = summarize(run, nets, prepped, records)
+            result.summary["stage_keys"], result.summary["stages_reused"] = prepped.keys, prepped.reused
+            atomic_write_text(run.root / "summary.json", json.dumps(result.summary, indent=1))
+            _log_summary(trainer, result.summary)
+            print(format_summary(result.summary), flush=True)
+    return result
+
+
+def _log_summary(trainer: pl.Trainer, summary: dict[str, Any]) -> None:
+    flat: dict[str, float] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}/{k}" if prefix else k, v)
+        elif isinstance(node, int | float) and not isinstance(node, bool):
+            flat[f"summary/{prefix}"] = float(node)
+
+    walk("", {k: v for k, v in summary.items() if k not in ("stage_keys", "stages_reused")})
+    for logger in trainer.loggers:
+        logger.log_metrics(flat)
+        logger.save()

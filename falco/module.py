@@ -1,0 +1,88 @@
+"""Lightning wiring: the per-image optimization as a predict loop.
+
+`trainer.predict` with `Trainer(inference_mode=False)`: no network weight is trained, so there
+is nothing for DDP to synchronize; predict shards images across processes without padding
+duplicates; each batch gets fresh latents, a fresh Adam and schedule (the paper's per-image
+semantics), and memory is O(batch) whatever the dataset size. Precision comes from the
+Trainer: `bf16-mixed` autocasts the forward passes inside `predict_step`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import Dataset
+
+from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
+from .config import MethodConfig
+from .optimize import compute_targets, optimize_latents
+from .pipeline import Prepped
+
+
+class AnonymizeDataset(Dataset):
+    """Items still to do: aligned original, its landmarks, and its starting latents."""
+
+    def __init__(self, prepped: Prepped, todo: list[int], init: str = "fake") -> None:
+        self.p = prepped
+        self.todo = todo  # indices into prepped.prepared.ok
+        self.init = init
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, i: int) -> dict:
+        k = self.todo[i]
+        image, landmarks = self.p.prepared.get(self.p.prepared.ok[k])
+        fake = self.p.pool["latents"][self.p.pair_index[k]]
+        inv = self.p.inversion[k] if self.p.inversion is not None else fake
+        return {"index": k, "image": image, "landmarks": landmarks,
+                "init": inv if self.init == "inversion" else fake, "fixed": inv, "fake": fake}
+
+
+class AnonymizerModule(pl.LightningModule):
+    def __init__(self, generator: Generator, identity: IdentityEncoder, attributes: AttributeEncoder,
+                 method: MethodConfig) -> None:
+        super().__init__()
+        self.generator, self.identity, self.attributes = generator, identity, attributes
+        for net in (generator, identity, attributes):
+            net.eval().requires_grad_(False)  # frozen: no weight gradients are ever computed
+        self.method = method
+        self.batches_done = 0
+
+    def _scaler(self) -> torch.amp.GradScaler | None:
+        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
+        return torch.amp.GradScaler("cuda") if precision.startswith("16") else None
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        t0 = time.perf_counter()
+        m, res = self.method, self.generator.resolution
+        lm = batch["landmarks"].float()
+        theta_id = self.identity.crop_theta(lm, (res, res))
+        thetas_attr = self.attributes.crop_thetas(lm, (res, res))
+        targets = compute_targets(self.identity, self.attributes, batch["image"], theta_id, thetas_attr)
+        layered = self.generator.layout.layered
+        with torch.enable_grad():
+            result = optimize_latents(
+                self.generator, self.identity, self.attributes, targets, batch["init"],
+                batch["fixed"] if layered else None, steps=m.steps, lr=m.lr,
+                milestones=tuple(m.milestones), gamma=m.gamma,
+                margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
+                attr_weight=m.attr_weight, id_loss=m.id_loss, scaler=self._scaler())
+        with torch.no_grad():
+            images = self.generator.synthesize(result.latents).float()
+            final = self.identity.distance(self.identity.embed(images, theta_id).float(), targets.identity)
+        self._log_batch(result.history, final)
+        return {"index": batch["index"], "latents": result.latents, "images": images,
+                "history": result.history, "distance_first": result.distance[0], "distance_final": final,
+                "seconds_per_image": (time.perf_counter() - t0) / len(batch["index"])}
+
+    def _log_batch(self, history: torch.Tensor, final: torch.Tensor) -> None:
+        self.batches_done += 1
+        if self.logger is None:
+            return
+        last = history[-1].mean(0)
+        self.logger.log_metrics({"anon/loss": float(last[0]), "anon/id_loss": float(last[1]),
+                                 "anon/attr_loss": float(last[2]), "anon/id_distance": float(final.mean())},
+                                step=self.batches_done)

@@ -1,0 +1,93 @@
+"""The method in one function: per-image latent optimization (FALCO, CVPR 2023).
+
+Pure torch, no Lightning or Hydra. Each image of the batch is its own problem: the batch loss
+is the SUM of per-image losses and Adam is elementwise, so a batch of B gives the same latents
+as B runs of one (up to floating-point reduction order). The official code averages over the
+batch, which only matches at B = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
+from .latent import LatentCode
+from .losses import attribute_loss, identity_loss
+
+
+@dataclass
+class Targets:
+    """What the loss compares against, computed once per batch from the aligned originals.
+
+    identity: (B, D) recognizer embeddings of the originals.
+    attributes: (B, ...) attribute features of the originals.
+    theta_id: (B, 2, 3) recognizer crop or None; thetas_attr: {crop: (B, 2, 3)}.
+    """
+
+    identity: torch.Tensor
+    attributes: torch.Tensor
+    theta_id: torch.Tensor | None
+    thetas_attr: dict[str, torch.Tensor]
+
+
+@dataclass
+class Result:
+    latents: torch.Tensor  # (B, *layout.shape) final latents, float32
+    history: torch.Tensor  # (steps, B, 3): total, identity term, attribute term per image
+    distance: torch.Tensor  # (steps, B) identity distance to the original at each step
+
+
+def compute_targets(identity: IdentityEncoder, attributes: AttributeEncoder, originals: torch.Tensor,
+                    theta_id: torch.Tensor | None, thetas_attr: dict[str, torch.Tensor]) -> Targets:
+    """Embeddings and attribute features of the aligned originals (B,3,S,S in [-1,1])."""
+    with torch.no_grad():
+        return Targets(identity.embed(originals, theta_id).float(),
+                       attributes.features(originals, thetas_attr).float(), theta_id, thetas_attr)
+
+
+def milestones_for(steps: int, fractions: tuple[float, ...]) -> list[int]:
+    """FALCO's MultiStepLR milestones: int(f * steps) for each fraction (37, 45 for 50 steps)."""
+    return [int(f * steps) for f in fractions]
+
+
+def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes: AttributeEncoder,
+                     targets: Targets, init: torch.Tensor, fixed: torch.Tensor | None = None, *,
+                     steps: int = 50, lr: float = 0.01, milestones: tuple[float, ...] = (0.75, 0.9),
+                     gamma: float = 0.8, margin_distance: float = 1.0, id_weight: float = 10.0,
+                     attr_weight: float = 0.1, id_loss: str = "two_sided",
+                     scaler: torch.amp.GradScaler | None = None) -> Result:
+    """Optimize the trainable part of each image's latent; returns the final latents.
+
+    init: (B, *shape) starting latents (the paired fakes' codes); fixed: (B, *shape) the
+    inversion codes whose non-trainable layers are kept (layered latents only).
+    margin_distance: the identity margin as a distance in the recognizer's metric.
+    scaler: a GradScaler for fp16 autocast (a skipped step on overflow skips the whole
+    batch, so with fp16 images are no longer independent of their batch mates).
+    """
+    code = LatentCode(generator.layout, init.float(), None if fixed is None else fixed.float())
+    optimizer = torch.optim.Adam(code.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones_for(steps, milestones), gamma)
+    batch = init.shape[0]
+    history = torch.zeros(steps, batch, 3, device=init.device)
+    distance = torch.zeros(steps, batch, device=init.device)
+    for step in range(steps):
+        image = generator.synthesize(code())
+        d = identity.distance(identity.embed(image, targets.theta_id).float(), targets.identity)
+        l_id = identity_loss(d, margin_distance, id_loss)
+        l_attr = attribute_loss(attributes.features(image, targets.thetas_attr), targets.attributes)
+        per_image = id_weight * l_id + attr_weight * l_attr
+        optimizer.zero_grad(set_to_none=True)
+        loss = per_image.sum()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        schedule.step()
+        history[step] = torch.stack([per_image, l_id, l_attr], -1).detach()
+        distance[step] = d.detach()
+    return Result(code().detach(), history, distance)

@@ -1,0 +1,92 @@
+"""The run directory: what may be shared (release/) and what may not (private/).
+
+release/images/<pseudonym>.png   anonymized faces, random names, no metadata
+release/labels.csv               the dataset's utility labels re-keyed to pseudonyms
+private/records/xx/<h>.json      one record per original (written LAST: it means "done")
+private/latents/xx/<h>.pt        optimized latents (they keep the original's inversion layers)
+private/mapping.csv              original id -> pseudonym
+private/records.jsonl            all records, gathered at the end
+summary.json, config.yaml, versions.json
+
+Pseudonyms are random (secrets), never a hash or a counter that follows the input order.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import secrets
+from pathlib import Path
+
+import torch
+
+from .data.imageio import atomic_torch_save, atomic_write_text
+
+
+def _slot(item_id: str) -> tuple[str, str]:
+    h = hashlib.sha256(item_id.encode()).hexdigest()[:24]
+    return h[:2], h
+
+
+def new_pseudonym() -> str:
+    return secrets.token_hex(8)
+
+
+class RunDir:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.release = self.root / "release"
+        self.private = self.root / "private"
+        self.images = self.release / "images"
+        for d in (self.images, self.private / "records", self.private / "latents"):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def record_path(self, item_id: str) -> Path:
+        sub, h = _slot(item_id)
+        return self.private / "records" / sub / f"{h}.json"
+
+    def latent_path(self, item_id: str) -> Path:
+        sub, h = _slot(item_id)
+        return self.private / "latents" / sub / f"{h}.pt"
+
+    def image_path(self, pseudonym: str) -> Path:
+        return self.images / f"{pseudonym}.png"
+
+    def write_latent(self, item_id: str, latent: torch.Tensor) -> None:
+        atomic_torch_save(latent.detach().cpu().clone(), self.latent_path(item_id))
+
+    def write_record(self, record: dict) -> None:
+        """Atomic; call after the image and the latent are written."""
+        atomic_write_text(self.record_path(record["id"]), json.dumps(record, sort_keys=True))
+
+    def records(self) -> list[dict]:
+        out = []
+        for p in sorted((self.private / "records").glob("*/*.json")):
+            out.append(json.loads(p.read_text()))
+        return sorted(out, key=lambda r: r["id"])
+
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.records()}
+
+    def finalize(self) -> list[dict]:
+        """Gather records into records.jsonl, mapping.csv and release/labels.csv."""
+        records = self.records()
+        atomic_write_text(self.private / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                                   for r in records))
+        ok = [r for r in records if r["status"] == "ok"]
+        atomic_write_text(self.private / "mapping.csv", _csv(["id", "pseudonym"],
+                                                              [[r["id"], r["pseudonym"]] for r in ok]))
+        names = sorted({k for r in ok for k in r.get("labels", {})})
+        rows = sorted([[r["pseudonym"]] + [r["labels"].get(k, "") for k in names] for r in ok])
+        atomic_write_text(self.release / "labels.csv", _csv(["pseudonym", *names], rows))
+        return records
+
+
+def _csv(header: list[str], rows: list[list]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
