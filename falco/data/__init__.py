@@ -1,0 +1,1 @@
+"""Dataset reading: scanning on-disk layouts into `SourceItem`s and decoding images robustly."""
