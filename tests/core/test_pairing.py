@@ -1,0 +1,27 @@
+import torch
+
+from falco.stages.pairing import nearest, unique_assignment
+
+
+def test_nearest_matches_brute_force_across_chunks():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(7, 5, generator=g), torch.randn(50, 5, generator=g)
+    idx, sim = nearest(real, fake, k=3, chunk=8)
+    full = torch.nn.functional.normalize(real, dim=1) @ torch.nn.functional.normalize(fake, dim=1).T
+    ref_s, ref_i = full.topk(3, dim=1)
+    assert torch.equal(idx, ref_i)
+    assert torch.allclose(sim, ref_s, atol=1e-6)
+
+
+def test_unique_assignment_never_reuses_a_fake():
+    real = torch.ones(6, 4) + 0.01 * torch.randn(6, 4)  # all prefer the same fakes
+    fake = torch.randn(10, 4)
+    out = unique_assignment(real, fake, candidates=2)
+    assert len(set(out.tolist())) == 6 and out.min() >= 0
+
+
+def test_nearest_rejects_k_larger_than_pool():
+    import pytest
+
+    with pytest.raises(ValueError, match="exceeds the fake pool size"):
+        nearest(torch.randn(2, 3), torch.randn(1, 3), k=2)
