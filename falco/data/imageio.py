@@ -163,6 +163,8 @@ def _to_rgb_array(image: Image.Image, path: Path, background: tuple[int, int, in
         return np.ascontiguousarray(np.asarray(image.convert("RGB")))
     except (ValueError, OSError) as err:  # Pillow has no conversion for this mode
         raise SkipImage("unsupported_mode", f"{path}: cannot convert mode {mode} to RGB: {err}") from err
+    except MemoryError as err:
+        raise SkipImage("out_of_memory", f"{path}: out of memory while converting to RGB") from err
 
 
 def _grey16_to_rgb(values: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@
 `write_image_zoo(folder)` writes one file per unusual-but-valid and per unusable image case
 and returns {file name: expected skip reason, or None for an image that must be read}.
 Valid cases show a real face (skimage's astronaut), so they can go through a whole run.
+`write_fake_celebahq(root)` and `write_fake_lfw(root)` build small trees in the real on-disk
+formats (optionally with your own images) and return what a scan must find.
 """
 
 from __future__ import annotations
@@ -128,3 +130,74 @@ def write_image_zoo(
     expected.update({name: reason for name, (_, reason) in bad.items()})
     expected["unreadable.jpg"] = "unreadable"
     return expected
+
+
+# CelebA numbers of the fake CelebA-HQ images (HQ index -> CelebA file number) with their
+# CelebA split (train < 162771 <= val < 182638 <= test), as in the real partition.
+FAKE_CELEBA = {0: 119614, 1: 99095, 2: 200122, 3: 81060, 10: 170001, 11: 190002}
+
+
+def celeba_split(number: int) -> int:
+    return 0 if number < 162771 else 1 if number < 182638 else 2
+
+
+def write_fake_celebahq(
+    root: Path,
+    images: list[Image.Image] | None = None,
+    partition_at: str | None = "celeba/Eval/list_eval_partition.txt",
+    identity_at: str | None = "celeba/Anno/identity_CelebA.txt",
+) -> dict[str, dict]:
+    """A CelebAMask-HQ tree with the 6 FAKE_CELEBA images, and CelebA's partition and
+    identity files where given (None: not written). Returns {item id: {split, identity,
+    labels}}. Attribute k of HQ image i is 1 when (i + k) % 3 == 0, else -1 (stored 0)."""
+    from falco.data.celebahq import ATTRIBUTE_NAMES
+
+    (root / "CelebA-HQ-img").mkdir(parents=True, exist_ok=True)
+    images = images or [face(32)] * len(FAKE_CELEBA)
+    rows, mapping, expected = [], ["idx         orig_idx    orig_file"], {}
+    for (index, number), image in zip(FAKE_CELEBA.items(), images, strict=False):
+        image.convert("RGB").save(root / "CelebA-HQ-img" / f"{index}.jpg", quality=95)
+        values = [1 if (index + k) % 3 == 0 else -1 for k in range(40)]
+        rows.append(f"{index}.jpg  " + " ".join(map(str, values)))
+        # Some copies of the mapping file pad the CelebA name, some do not: write both.
+        orig = f"{number:06d}.jpg" if index % 2 else f"{number}.jpg"
+        mapping.append(f"{index:<11} {number - 1:<11} {orig}")
+        labels = {n: int(v == 1) for n, v in zip(ATTRIBUTE_NAMES, values, strict=True)}
+        identity = str(1000 + index % 3) if identity_at else None
+        expected[f"CelebA-HQ-img/{index}.jpg"] = {
+            "split": ("train", "val", "test")[celeba_split(number)],
+            "identity": identity,
+            "labels": labels,
+        }
+    header = [str(len(rows)), " ".join(ATTRIBUTE_NAMES)]
+    (root / "CelebAMask-HQ-attribute-anno.txt").write_text("\n".join(header + rows) + "\n")
+    (root / "CelebA-HQ-to-CelebA-mapping.txt").write_text("\n".join(mapping) + "\n")
+    others = [1, 2, 162771, 182638, 202599]  # CelebA images that are not in CelebA-HQ
+    numbers = sorted([*FAKE_CELEBA.values(), *others])
+    if partition_at:
+        _write_lines(root / partition_at, [f"{n:06d}.jpg {celeba_split(n)}" for n in numbers])
+    if identity_at:
+        hq = {number: index for index, number in FAKE_CELEBA.items()}
+        _write_lines(root / identity_at, [f"{n:06d}.jpg {1000 + hq.get(n, 7) % 3}" for n in numbers])
+    return expected
+
+
+def write_fake_lfw(root: Path, image: Image.Image | None = None) -> dict[str, str]:
+    """LFW people folders (Ann_A: 3 images, Bob_B: 2, Cid_C: 1) and a pairs.txt of one fold
+    with 2 same and 2 different pairs. Returns {item id: identity}."""
+    people = {"Ann_A": 3, "Bob_B": 2, "Cid_C": 1}
+    image = image or face(32)
+    expected = {}
+    for name, count in people.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for number in range(1, count + 1):
+            image.convert("RGB").save(root / name / f"{name}_{number:04d}.jpg")
+            expected[f"{name}/{name}_{number:04d}.jpg"] = name
+    pairs = ["1\t2", "Ann_A\t1\t2", "Bob_B\t1\t2", "Ann_A\t1\tBob_B\t2", "Ann_A\t3\tCid_C\t1"]
+    _write_lines(root / "pairs.txt", pairs)
+    return expected
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")

@@ -86,6 +86,8 @@ def test_grey_alpha_and_transparent_palette(tmp_path):
     out = read_rgb(tmp_path / "p.png")
     np.testing.assert_array_equal(out[:, :10], np.full((20, 10, 3), 255))
     np.testing.assert_array_equal(out[:, 10:], np.broadcast_to((10, 20, 30), (20, 10, 3)))
+    pal.convert("RGB").save(tmp_path / "key.png", transparency=(0, 0, 0))  # RGB tRNS colour key
+    np.testing.assert_array_equal(read_rgb(tmp_path / "key.png"), out)
 
 
 def test_palette_greyscale_and_bilevel(tmp_path):
