@@ -61,7 +61,7 @@ def align_one(photo: np.ndarray, det_landmarks: np.ndarray, alignment: str, temp
     hw = photo.shape[:2]
     lm = torch.tensor(det_landmarks, dtype=torch.float32).unsqueeze(0)
     theta = align_theta(lm, hw, alignment, template)
-    image = torch.from_numpy(photo).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
+    image = torch.from_numpy(np.ascontiguousarray(photo).copy()).permute(2, 0, 1).unsqueeze(0).float() / 127.5 - 1
     aligned = warp_antialiased(image, theta, size)
     aligned_u8 = ((aligned[0].clamp(-1, 1) + 1) * 127.5).round().byte()
     return aligned_u8, map_points(lm, theta, hw, size)[0]

@@ -1,0 +1,39 @@
+"""Shared test helpers: compose the real Hydra configs, sized down for CPU CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from falco.config import register
+
+ROOT = Path(__file__).resolve().parents[1]
+register()
+
+# Small but real: the embedded networks, few faces, few steps, a small fake pool.
+FAST = ["logger=none", "trainer.enable_progress_bar=false", "stages.pool_size=256", "stages.frame_samples=32",
+        "inversion.net.steps=30", "batch_size=4"]
+
+
+def compose_train(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.fixture
+def fast_cfg(tmp_path):
+    """compose(overrides) with the fast defaults and a per-test cache directory."""
+
+    def make(*overrides: str, cache: Path | None = None):
+        return compose_train([*FAST, f"cache_dir={cache or tmp_path / 'cache'}", *overrides])
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    # Fixed thread count: reductions (and so float results) depend on it.
+    torch.set_num_threads(2)

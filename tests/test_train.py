@@ -1,0 +1,85 @@
+"""End to end on the embedded default: real networks, real configs, small sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from train import run
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (run_dir / "private" / "records.jsonl").read_text().splitlines()]
+
+
+def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
+    out = tmp_path / "run"
+    cfg = fast_cfg("data.identities=4", "method.steps=8")
+    result = run(cfg, str(out))
+    assert result.processed == 4
+    images = sorted((out / "release" / "images").glob("*.png"))
+    assert len(images) == 4
+    for p in images:
+        assert len(p.stem) == 16 and int(p.stem, 16) >= 0  # random hex pseudonyms
+        im = Image.open(p)
+        assert im.size == (64, 64) and not im.info.get("exif") and not im.info.get("icc_profile")
+    recs = _records(out)
+    assert [r["status"] for r in recs] == ["ok"] * 4
+    assert {r["pseudonym"] for r in recs} == {p.stem for p in images}
+    with open(out / "private" / "mapping.csv") as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert all((out / "private" / "latents").rglob("*.pt"))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["done"] == 4 and s["identity"]["white_box"] is True
+    assert 0 <= s["detection_rate"] <= 1 and "unrelated_false_match" in s["identity"]
+    assert (out / "config.yaml").is_file()
+
+    # Same run directory again: everything is done, nothing is recomputed or renamed.
+    again = run(cfg, str(out))
+    assert again.processed == 0 and again.done_before == 4
+    assert {r["pseudonym"] for r in _records(out)} == {r["pseudonym"] for r in recs}
+
+    # Lose two records (as if killed before writing them): exactly those two are redone.
+    for r in recs[:2]:
+        next((out / "private" / "records").rglob(f"*{_slot(r['id'])}.json")).unlink()
+    third = run(cfg, str(out))
+    assert third.processed == 2 and third.done_before == 2
+    assert third.summary["stages_reused"] == {k: True for k in third.summary["stages_reused"]}
+
+
+def _slot(item_id):
+    import hashlib
+
+    return hashlib.sha256(item_id.encode()).hexdigest()[:24]
+
+
+def test_astronaut_photo_and_bad_files(fast_cfg, tmp_path):
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.jpg", quality=95)
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(photos / "sub" / "wall.png")
+    (photos / "notes.jpg").write_text("not an image")
+    out = tmp_path / "run"
+    result = run(fast_cfg("data=folder", f"data.root={photos}", "method.steps=8"), str(out))
+    recs = {r["id"]: r for r in _records(out)}
+    assert recs["astronaut.jpg"]["status"] == "ok"
+    assert recs["sub/wall.png"]["reason"] == "no_face"
+    assert recs["notes.jpg"]["reason"] == "not_an_image"
+    assert result.summary["done"] == 1 and result.summary["skipped"] == 2
+    names = [p.name for p in (out / "release").rglob("*")]
+    assert not any("astronaut" in n or "wall" in n for n in names)  # no original names leak
+
+
+def test_misspelled_key_fails_at_compose_time(fast_cfg):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="marign"):
+        fast_cfg("method.marign=0.5")
+    with pytest.raises(ConfigCompositionException, match="steps"):
+        fast_cfg("method.steps=abc")
