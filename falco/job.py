@@ -62,6 +62,10 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if not prepped.prepared.ok:
         reasons = {e["id"]: e["reason"] for e in prepped.prepared.entries}
         raise RuntimeError(f"no usable face in the dataset ({len(reasons)} items): {dict(list(reasons.items())[:10])}")
+    if method.name == "keyed":  # per-person virtual identities under a secret key (after KFAAR)
+        from .keyed import apply_keyed
+
+        apply_keyed(prepped, nets, method, run)
     done = run.done_ids()
     write_skips(run, prepped, done, method.name)
     todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done]

@@ -37,8 +37,12 @@ class AnonymizeDataset(Dataset):
         image, landmarks = self.p.prepared.get(self.p.prepared.ok[k])
         fake = self.p.pool["latents"][self.p.pair_index[k]]
         inv = self.p.inversion[k] if self.p.inversion is not None else fake
-        return {"index": k, "image": image, "landmarks": landmarks,
-                "init": inv if self.init == "inversion" else fake, "fixed": inv, "fake": fake}
+        init = inv if self.init == "inversion" else fake
+        item = {"index": k, "image": image, "landmarks": landmarks, "fixed": inv, "fake": fake}
+        if self.p.virtual is not None:  # keyed mode: start from and pull toward the virtual identity
+            item["virtual"] = self.p.virtual[k]
+            init = self.p.virtual_init[k] if self.p.virtual_init is not None else init
+        return {**item, "init": init}
 
 
 class AnonymizerModule(pl.LightningModule):
@@ -62,6 +66,7 @@ class AnonymizerModule(pl.LightningModule):
         theta_id = self.identity.crop_theta(lm, (res, res))
         thetas_attr = self.attributes.crop_thetas(lm, (res, res))
         targets = compute_targets(self.identity, self.attributes, batch["image"], theta_id, thetas_attr)
+        targets.virtual = batch.get("virtual")
         layered = self.generator.layout.layered
         with torch.enable_grad():
             result = optimize_latents(
@@ -69,7 +74,8 @@ class AnonymizerModule(pl.LightningModule):
                 batch["fixed"] if layered else None, steps=m.steps, lr=m.lr,
                 milestones=tuple(m.milestones), gamma=m.gamma,
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
-                attr_weight=m.attr_weight, id_loss=m.id_loss, scaler=self._scaler())
+                attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
+                scaler=self._scaler())
         with torch.no_grad():
             images = self.generator.synthesize(result.latents).float()
             final = self.identity.distance(self.identity.embed(images, theta_id).float(), targets.identity)

@@ -30,6 +30,7 @@ class Targets:
     attributes: torch.Tensor
     theta_id: torch.Tensor | None
     thetas_attr: dict[str, torch.Tensor]
+    virtual: torch.Tensor | None = None  # (B, D) keyed mode: the person's virtual identity embedding
 
 
 @dataclass
@@ -56,13 +57,15 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
                      targets: Targets, init: torch.Tensor, fixed: torch.Tensor | None = None, *,
                      steps: int = 50, lr: float = 0.01, milestones: tuple[float, ...] = (0.75, 0.9),
                      gamma: float = 0.8, margin_distance: float = 1.0, id_weight: float = 10.0,
-                     attr_weight: float = 0.1, id_loss: str = "two_sided",
+                     attr_weight: float = 0.1, id_loss: str = "two_sided", virtual_weight: float = 0.0,
                      scaler: torch.amp.GradScaler | None = None) -> Result:
     """Optimize the trainable part of each image's latent; returns the final latents.
 
     init: (B, *shape) starting latents (the paired fakes' codes); fixed: (B, *shape) the
     inversion codes whose non-trainable layers are kept (layered latents only).
     margin_distance: the identity margin as a distance in the recognizer's metric.
+    virtual_weight: keyed mode: weight of the pull toward `targets.virtual` (the distance
+    to the person's virtual identity), so all images of a person share one virtual identity.
     scaler: a GradScaler for fp16 autocast (a skipped step on overflow skips the whole
     batch, so with fp16 images are no longer independent of their batch mates).
     """
@@ -74,10 +77,13 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     distance = torch.zeros(steps, batch, device=init.device)
     for step in range(steps):
         image = generator.synthesize(code())
-        d = identity.distance(identity.embed(image, targets.theta_id).float(), targets.identity)
+        emb = identity.embed(image, targets.theta_id).float()
+        d = identity.distance(emb, targets.identity)
         l_id = identity_loss(d, margin_distance, id_loss)
         l_attr = attribute_loss(attributes.features(image, targets.thetas_attr), targets.attributes)
         per_image = id_weight * l_id + attr_weight * l_attr
+        if targets.virtual is not None and virtual_weight:
+            per_image = per_image + virtual_weight * identity.distance(emb, targets.virtual)
         optimizer.zero_grad(set_to_none=True)
         loss = per_image.sum()
         if scaler is None:

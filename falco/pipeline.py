@@ -56,6 +56,10 @@ class Prepped:
     template: torch.Tensor  # (5,2) frame landmarks, unit coordinates
     keys: dict[str, str] = field(default_factory=dict)
     reused: dict[str, bool] = field(default_factory=dict)
+    # Keyed mode (falco/keyed): per ok entry, the person's virtual identity embedding (n_ok, D)
+    # and the latent its optimization starts from (n_ok, *shape); None in plain FALCO.
+    virtual: torch.Tensor | None = None
+    virtual_init: torch.Tensor | None = None
 
 
 def _batched(fn, prepared: Prepared, batch: int) -> torch.Tensor:
