@@ -4,6 +4,7 @@ Registered in Hydra's ConfigStore and listed first in the YAML's defaults, so a 
 key (`method.marign=0.5`) or a wrong type (`method.steps=abc`) fails at compose time.
 """
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import List, Optional  # noqa: UP035 (OmegaConf schemas need typing generics)
 
@@ -30,6 +31,10 @@ class MethodConfig:
 
 def register() -> None:
     ConfigStore.instance().store(group="method", name="method_schema", node=MethodConfig)
+    if importlib.util.find_spec("falco.keyed.config") is not None:  # the keyed mode's schema
+        from .keyed.config import register_keyed
+
+        register_keyed()
 
 
 def validate(method: MethodConfig) -> None:

@@ -53,3 +53,23 @@ def folder(generator: Generator, root: str, limit: int | None = None, max_pixels
            min_side: int = DEFAULT_MIN_SIDE) -> FileSource:
     """Any folder of photos, recursively; the generator is not used (same signature as synthetic)."""
     return FileSource("folder", scan_folder(root, limit=limit), max_pixels=max_pixels, min_side=min_side)
+
+
+def celebahq(generator: Generator, root: str, split: str = "all", limit: int | None = None,
+             require_identity: bool = False, partition_file: str | None = None,
+             identity_file: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+             min_side: int = DEFAULT_MIN_SIDE) -> FileSource:
+    """CelebA-HQ in the CelebAMask-HQ layout, with the 40 attributes as labels."""
+    from .celebahq import scan_celebahq
+
+    items = scan_celebahq(root, split=split, limit=limit, require_identity=require_identity,
+                          partition_file=partition_file, identity_file=identity_file)
+    return FileSource(f"celebahq:{split}", items, max_pixels=max_pixels, min_side=min_side)
+
+
+def lfw(generator: Generator, root: str, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_side: int = DEFAULT_MIN_SIDE) -> FileSource:
+    """LFW people folders (identity = folder name)."""
+    from .lfw import scan_lfw
+
+    return FileSource("lfw", scan_lfw(root, limit=limit), max_pixels=max_pixels, min_side=min_side)
