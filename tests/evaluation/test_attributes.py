@@ -89,6 +89,6 @@ def test_classifier_learns_tiny_dataset_and_round_trips(tmp_path, one_thread):
 
 
 def test_default_classifier_has_40_celeba_logits():
-    model = AttributeClassifier(ClassifierConfig(arch="resnet18", input_size=64))
+    model = AttributeClassifier(ClassifierConfig(arch="resnet18", input_size=32))
     assert len(CELEBA_ATTRIBUTES) == 40
-    assert model(torch.zeros(2, 3, 100, 100)).shape == (2, 40)
+    assert model(torch.zeros(2, 3, 40, 40)).shape == (2, 40)
