@@ -58,18 +58,21 @@ def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     return 1.0 - F.cosine_similarity(a.float(), b.float(), dim=1)
 
 
-def matrix_from_pair_distance(distance: PairDistance, rows_per_call: int = 64) -> DistanceMatrix:
+def matrix_from_pair_distance(distance: PairDistance, max_elements: int = 2**24) -> DistanceMatrix:
     """Distance matrix from a row-wise distance (e.g. `IdentityEncoder.distance`).
 
-    Each call compares `rows_per_call` probes with the whole gallery, so memory is
-    rows_per_call * M * D; any judge's native metric works unchanged.
+    Probes are compared with the whole gallery a block of rows at a time, the block sized so
+    that the tiled inputs hold at most `max_elements` numbers (2**24 floats = 64 MB each);
+    any judge's native metric works unchanged.
     """
     def matrix(a: Tensor, b: Tensor) -> Tensor:
+        m = b.shape[0]
+        rows = max(1, max_elements // max(m * b[0].numel(), 1))
         out = []
-        for block in a.split(rows_per_call):
-            n, m = block.shape[0], b.shape[0]
-            left = block.repeat_interleave(m, dim=0)  # (n*m, D): row i repeated m times
-            right = b.repeat(n, 1)  # (n*m, D): gallery tiled n times
+        for block in a.split(rows):
+            n = block.shape[0]
+            left = block.repeat_interleave(m, dim=0)  # (n*m, D): each probe repeated m times
+            right = b.repeat(n, *([1] * (b.ndim - 1)))  # (n*m, D): the gallery tiled n times
             out.append(distance(left, right).reshape(n, m))
         return torch.cat(out)
     return matrix

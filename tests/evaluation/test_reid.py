@@ -44,7 +44,7 @@ def test_exclude_self_uses_other_photos_and_skips_single_image_people():
 def test_string_labels_and_pairwise_distance_adapter():
     g = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
     names = ["ann", "bob", "cat", "dan", "eve", "fay"]
-    via_pairs = matrix_from_pair_distance(cosine_distance, rows_per_call=4)
+    via_pairs = matrix_from_pair_distance(cosine_distance, max_elements=4 * 6 * 4)  # 4 rows a call
     assert torch.allclose(via_pairs(g, g), cosine_distance_matrix(g, g), atol=1e-6)
     out = identification(g, names, g, names, distance_matrix=via_pairs, chunk_size=4)
     assert out["top1"] == 1.0
