@@ -102,7 +102,9 @@ def identification(probe: Tensor, probe_labels: Tensor | Sequence, gallery: Tens
     probe (N,D): anonymized embeddings; probe_labels (N,): identity of each probe's original.
     gallery (M,D): original embeddings; gallery_labels (M,).
     self_index (N,): gallery index of each probe's own original (-1 if absent); needed for
-    exclude_self. Returns {"top{k}": rate, counts..., "chance_top1": 1/identities}.
+    exclude_self. Rates are over evaluated probes; skipped (counted) are probes whose identity
+    has no gallery image (left) and probes with NaN embeddings (no face found).
+    Returns {"top{k}": rate, counts..., "chance_top1": 1/identities}.
     """
     if exclude_self and self_index is None:
         raise ValueError("exclude_self=True needs self_index (gallery row of each probe's original)")
@@ -135,18 +137,20 @@ def _ranks(probe: Tensor, gallery: Tensor, g_id: Tensor, n_id: int, target: Tens
            self_index: Tensor | None, distance_matrix: DistanceMatrix) -> Tensor:
     """(b,) rank of the true identity among gallery identities; -1 = not evaluable."""
     d = distance_matrix(probe, gallery).float()  # (b, M)
-    d = torch.nan_to_num(d, nan=math.inf)  # a failed embedding matches nothing
+    d = torch.nan_to_num(d, nan=math.inf)  # a failed (NaN) embedding matches nothing
+    g_id, target = g_id.to(d.device), target.to(d.device)
     if self_index is not None:
+        self_index = self_index.to(d.device)
         rows = torch.nonzero(self_index >= 0).flatten()
         d[rows, self_index[rows]] = math.inf
     b = d.shape[0]
     # Identity-level distance = distance to the identity's closest gallery image, (b, G).
-    per_id = torch.full((b, n_id), math.inf).scatter_reduce(
+    per_id = torch.full((b, n_id), math.inf, device=d.device).scatter_reduce(
         1, g_id.expand(b, -1), d, reduce="amin", include_self=True)
     d_true = per_id.gather(1, target.clamp(min=0)[:, None])  # (b, 1)
     rank = (per_id < d_true).sum(1)
     ok = (target >= 0) & torch.isfinite(d_true[:, 0])
-    return torch.where(ok, rank, -1)
+    return torch.where(ok, rank, -1).cpu()
 
 
 def impostor_pairs(labels: Tensor, max_pairs: int, generator: torch.Generator) -> Tensor:

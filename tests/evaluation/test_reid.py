@@ -106,3 +106,11 @@ def test_consistency_on_constructed_clusters():
     assert out["gap"] > 0.5
     unrelated = identity_consistency(torch.randn(20, 32, generator=gen), labels)
     assert abs(unrelated["gap"]) < 0.2  # FALCO-like: same person no closer than strangers
+
+
+def test_failed_embeddings_are_skipped_and_counted():
+    g = torch.randn(5, 8, generator=torch.Generator().manual_seed(4))
+    probe = g.clone()
+    probe[0] = math.nan  # no face found in this anonymized image
+    out = identification(probe, torch.arange(5), g, torch.arange(5))
+    assert out["n_skipped"] == 1 and out["n_evaluated"] == 4 and out["top1"] == 1.0
