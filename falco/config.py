@@ -31,7 +31,7 @@ class MethodConfig:
 
 def register() -> None:
     ConfigStore.instance().store(group="method", name="method_schema", node=MethodConfig)
-    if importlib.util.find_spec("falco.keyed.config") is not None:  # the keyed mode's schema
+    if importlib.util.find_spec("falco.keyed") is not None:  # the keyed mode's schema
         from .keyed.config import register_keyed
 
         register_keyed()

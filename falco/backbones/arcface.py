@@ -97,6 +97,10 @@ class ArcFaceIRSE50(IdentityEncoder):
         """1 - cosine similarity, (N,): 0 same direction, 1 orthogonal, 2 opposite."""
         return 1.0 - F.cosine_similarity(a.float(), b.float(), dim=-1)
 
+    def margin_distance(self, margin: float) -> float:
+        """FALCO's margin m is a cosine similarity: |cos - m| = |d - (1 - m)| with d = 1 - cos."""
+        return 1.0 - float(margin)
+
 
 def load_arcface_irse50(path: str | os.PathLike | None) -> ArcFaceIRSE50:
     """Load TreB1eN's bare state dict `model_ir_se50.pth` (strict; `num_batches_tracked` optional)."""
