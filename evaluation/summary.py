@@ -1,0 +1,40 @@
+"""Turns an evaluation's nested results into the flat schema the tables read.
+
+{"run", "method", "dataset", "params", "metrics": {"<kind>@<judge>": {"value", "judge", "white_box"}}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _m(value: Any, judge: str | None = None, white_box: bool | None = None) -> dict:
+    return {"value": None if value is None else float(value), "judge": judge, "white_box": white_box}
+
+
+def flatten(results: dict) -> dict[str, dict]:
+    metrics: dict[str, dict] = {}
+    for j in results["judges"]:
+        name, wb = j["judge"], j["white_box"]
+        metrics[f"reid_top1@{name}"] = _m(j["identification"]["top1"], name, wb)
+        metrics[f"reid_top5@{name}"] = _m(j["identification"]["top5"], name, wb)
+        for far, key in (("0.001", "reid_tar_far1e-3"), ("0.01", "reid_tar_far1e-2")):
+            if far in j["verification"]["at_far"]:
+                metrics[f"{key}@{name}"] = _m(j["verification"]["at_far"][far]["tar"], name, wb)
+        native = j["verification"]["native"] or {}
+        metrics[f"reid_native@{name}"] = _m(native.get("reid_rate"), name, wb)
+        metrics[f"false_match_unrelated@{name}"] = _m(native.get("false_match_rate"), name, wb)
+        if "consistency" in j:
+            metrics[f"consistency_same_verified@{name}"] = _m(
+                j["consistency"]["same_person"]["share_verified_same"], name, wb)
+    metrics["detection"] = _m(results["detection"]["rate"])
+    metrics["landmark_nme"] = _m(results["landmarks"]["nme_mean"])
+    att = results.get("attributes") or {}
+    if "gender" in att:
+        metrics["gender_agreement"] = _m(att["gender"]["agreement"], att["network"], att["white_box"])
+    if "age" in att:
+        metrics["age_mae"] = _m(att["age"]["mae"], att["network"], att["white_box"])
+    for k in ("fid", "kid_mean"):
+        if k in results.get("quality", {}):
+            metrics[k.replace("_mean", "")] = _m(results["quality"][k])
+    return metrics
