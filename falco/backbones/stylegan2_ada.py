@@ -241,8 +241,11 @@ class StyleGAN2ADA(Generator):
         return self.mapping(z, psi, truncation_cutoff)
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
+        """Always float32, whatever autocast is active, so a seed gives the same latents."""
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-        return self.get_w(z.to(self.mapping.w_avg.device))
+        device = self.mapping.w_avg.device
+        with torch.autocast(device.type, enabled=False):
+            return self.get_w(z.to(device))
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         if latent.ndim != 3 or tuple(latent.shape[1:]) != self.layout.shape:

@@ -90,9 +90,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
                      flip_up: bool = False) -> torch.Tensor:
     """StyleGAN2 modulated convolution, batched: gain * (conv_n(x) + noise + bias).
 
-    x (N,I,H,W); weight (O,I,k,k), already scaled; styles (N,I); bias (O,); noise (H',W'),
-    already times its strength. conv_n convolves sample n with weight * styles[n] (divided by
-    its norm when demodulating).
+    x (N,I,H,W); weight (O,I,k,k); styles (N,I), with any weight gain folded in (the same
+    product); bias (O,); noise (H',W'), already times its strength. conv_n convolves sample n
+    with weight * styles[n] (divided by its norm when demodulating).
     For 3x3 kernels the styles scale the input channels and the demodulation coefficients the
     output channels instead: the same linear map, with one weight shared by the whole batch.
     1x1 kernels (ToRGB) build the tiny per-sample weights and contract them in one einsum.
@@ -304,8 +304,11 @@ class GenforceStyleGAN2(Generator):
         return self.synthesis(styles)
 
     def sample(self, n: int, seed: int) -> torch.Tensor:
+        """Always float32, whatever autocast is active, so a seed gives the same latents."""
         z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
-        return self.get_w(z.to(self.truncation.w_avg.device))
+        device = self.truncation.w_avg.device
+        with torch.autocast(device.type, enabled=False):
+            return self.get_w(z.to(device))
 
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor:
         if latent.ndim != 3 or tuple(latent.shape[1:]) != self.layout.shape:

@@ -118,6 +118,8 @@ def test_sampling_layout_autocast_and_gradients(tmp_path, state_dict):
     assert gen.layout.trainable == (3, 8) and not gen.training
     ws = gen.sample(3, seed=11)
     assert ws.shape == (3, 10, 512) and torch.equal(ws, gen.sample(3, seed=11))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # latents stay float32 and identical
+        assert torch.equal(gen.sample(3, seed=11), ws)
     z = torch.randn(3, 512, generator=torch.Generator().manual_seed(11))
     assert torch.equal(ws, gen.get_w(z, 0.5))
     # truncation_cutoff: only the first ws are truncated
