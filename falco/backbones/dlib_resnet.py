@@ -32,18 +32,20 @@ from .dlib_dat import DatLayer, DatNet, read_dlib_net
 
 # MTCNN's 5 points (left eye centre, right eye centre, nose tip, left mouth corner, right mouth
 # corner; left/right as seen in the image) in the unit frame of dlib's *unpadded* face chip,
-# i.e. where they land on average in `dlib.get_face_chip_details(shape_5pt, size, padding=0)`.
-# dlib aligns with its own 5-point predictor (eye corners + nose base), so we measured the
-# relation: tests/backbones/calibrate_dlib_template.py runs dlib's HOG detector + 5-point
-# predictor and facenet-pytorch's MTCNN on the astronaut photo (skimage), mirrored, rotated and
-# rescaled copies of it, and on DCGAN (gan_face_generate) faces upsampled to 256 px, maps
-# MTCNN's points into dlib's chip frame and averages (real and synthetic faces weighted equally).
+# i.e. where they land on average in the chip `dlib.get_face_chip_details(shape_5pt, size, 0)`
+# selects. dlib aligns with its own 5-point predictor (eye corners + nose base), so the relation
+# was measured: tests/backbones/calibrate_dlib_template.py runs dlib's HOG detector + 5-point
+# predictor and facenet-pytorch's MTCNN on faces both find -- skimage's astronaut (15 rotated,
+# rescaled and mirrored versions), 187 real LFW faces (skimage's lfw_subset and mirrors) and 217
+# DCGAN faces (gan_face_generate, upscaled to 256 px, and mirrors) -- maps MTCNN's points into
+# dlib's chip frame and averages (real and synthetic faces weighted equally). Per-face spread
+# (std): ~0.02 for the eyes, ~0.05 for nose and mouth.
 MTCNN_TEMPLATE = torch.tensor([
-    [0.2316, 0.2092],
-    [0.7684, 0.2092],
-    [0.5000, 0.5367],
-    [0.2698, 0.8066],
-    [0.7302, 0.8066],
+    [0.2322, 0.2121],
+    [0.7678, 0.2091],
+    [0.4963, 0.5362],
+    [0.2700, 0.8063],
+    [0.7296, 0.8059],
 ], dtype=torch.float64)
 
 CHIP_SIZE = 150  # the recognizer's input: a 150x150 dlib face chip ...
@@ -78,16 +80,16 @@ def dlib_chip_theta(landmarks: torch.Tensor, image_hw: tuple[int, int], template
     """
     if landmarks.ndim != 3 or landmarks.shape[1:] != template.shape:
         raise ValueError(f"landmarks must be (N,{template.shape[0]},2), got {tuple(landmarks.shape)}")
-    n = landmarks.shape[0]
-    chip_px = (template_with_padding(template.double(), padding) * size).expand(n, -1, -1)
+    n, f64 = landmarks.shape[0], {"dtype": torch.float64, "device": landmarks.device}
+    chip_px = (template_with_padding(template.to(**f64), padding) * size).expand(n, -1, -1)
     fit = fit_similarity(chip_px, landmarks.double() - 0.5).double()  # chip px -> dlib image px
     lin = fit[:, :, :2]
-    centre = lin @ torch.full((2, 1), size / 2, dtype=torch.float64) + fit[:, :, 2:]  # (N,2,1)
+    centre = lin @ torch.full((2, 1), size / 2, **f64) + fit[:, :, 2:]  # (N,2,1)
     scale = lin[:, :, 0].norm(dim=1).view(n, 1, 1)  # image px per template chip px
     stretch = size * (size * scale - 1) / ((size - 1) * scale)  # unit chip -> template chip px
     # Three chip points in our unit coordinates, where dlib samples them (our pixel convention);
     # theta_from_landmarks fits them without residual.
-    unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], **f64)
     where = (lin @ ((unit - 0.5).T * stretch) + centre + 0.5).transpose(1, 2)
     return theta_from_landmarks(where.float(), image_hw, unit.float())
 
