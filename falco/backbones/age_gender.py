@@ -95,6 +95,8 @@ class _OnnxNet(nn.Module):
 class AgeGender(AttributeEncoder):
     name = "age_gender"
     crops = ("age", "gender")
+    mean: torch.Tensor  # (1,3,1,1) buffer: dlib's RGB mean
+    years: torch.Tensor  # (81,) buffer: age of each class
 
     def __init__(self, age_path: str | Path, gender_path: str | Path) -> None:
         super().__init__()
@@ -162,6 +164,6 @@ def default_paths() -> tuple[Path, Path]:
 
 def load_age_gender(age_path: str | None = None, gender_path: str | None = None) -> AgeGender:
     """Both pretrained nets, frozen and in eval mode."""
-    default_age, default_gender = default_paths() if not (age_path and gender_path) else (None, None)
+    default_age, default_gender = default_paths() if not (age_path and gender_path) else ("", "")
     model = AgeGender(age_path or default_age, gender_path or default_gender)
     return model.eval().requires_grad_(False)

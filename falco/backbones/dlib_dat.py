@@ -22,6 +22,7 @@ base-2 exponent; a string is a length then bytes; a tensor is version 2, the 4 d
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,42 +66,42 @@ class _Reader:
         self.pos += n
         return chunk
 
-    def int(self) -> int:
+    def read_int(self) -> int:
         control = self.take(1)[0]
         if control & 0x70:
             raise self.fail(f"bad integer control byte {control:#x}")
         value = int.from_bytes(self.take(control & 0x0F), "little")
         return -value if control & 0x80 else value
 
-    def float(self) -> float:
-        mantissa, exponent = self.int(), self.int()
+    def read_float(self) -> float:
+        mantissa, exponent = self.read_int(), self.read_int()
         return float(np.ldexp(float(mantissa), exponent))
 
-    def string(self) -> str:
-        return self.take(self.int()).decode("ascii", errors="replace")
+    def read_string(self) -> str:
+        return self.take(self.read_int()).decode("ascii", errors="replace")
 
-    def bool(self) -> bool:
+    def read_bool(self) -> bool:
         c = self.take(1)
         if c not in (b"0", b"1"):
             raise self.fail(f"bad bool {c!r}")
         return c == b"1"
 
-    def tensor(self) -> np.ndarray:
-        if (version := self.int()) != 2:
+    def read_tensor(self) -> np.ndarray:
+        if (version := self.read_int()) != 2:
             raise self.fail(f"tensor version {version}, expected 2")
-        shape = tuple(self.int() for _ in range(4))
+        shape = tuple(self.read_int() for _ in range(4))
         count = int(np.prod(shape))
         # Copy out of the file buffer so the result is writable and owns its memory.
         return np.frombuffer(self.take(4 * count), dtype="<f4").reshape(shape).astype(np.float32)
 
     def alias_shape(self) -> tuple[int, ...]:
         """An alias_tensor (a view into a layer's params): version 1 then (n, k, nr, nc)."""
-        if (version := self.int()) != 1:
+        if (version := self.read_int()) != 1:
             raise self.fail(f"alias_tensor version {version}, expected 1")
-        return tuple(self.int() for _ in range(4))
+        return tuple(self.read_int() for _ in range(4))
 
 
-def _split(reader: _Reader, params: np.ndarray, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def _split(reader: _Reader, params: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """Cut a layer's flat params into named arrays, in order; the sizes must add up exactly."""
     flat, out, start = params.reshape(-1), {}, 0
     for name, shape in shapes.items():
@@ -113,20 +114,20 @@ def _split(reader: _Reader, params: np.ndarray, shapes: dict[str, tuple[int, ...
 
 
 def _con(r: _Reader) -> DatLayer:
-    params = r.tensor()
+    params = r.read_tensor()
     keys = ("num_filters", "nr", "nc", "stride_y", "stride_x", "pad_y", "pad_x")
-    ints = {k: r.int() for k in keys}
+    ints = {k: r.read_int() for k in keys}
     filters, biases = r.alias_shape(), r.alias_shape()  # (O, I, kh, kw) and (1, O, 1, 1)
     for _ in range(4):  # learning-rate and weight-decay multipliers: training only
-        r.float()
+        r.read_float()
     arrays = _split(r, params, {"weight": filters, "bias": (biases[1],)})
     return DatLayer("con_4", arrays, ints)
 
 
 def _affine(r: _Reader) -> DatLayer:
-    params = r.tensor()
+    params = r.read_tensor()
     gamma, beta = r.alias_shape(), r.alias_shape()  # (1, C, 1, 1) each
-    if (mode := r.int()) != 0:
+    if (mode := r.read_int()) != 0:
         raise r.fail(f"affine_ mode {mode}: only per-channel (conv) mode is supported")
     return DatLayer("affine_", _split(r, params, {"gamma": (gamma[1],), "beta": (beta[1],)}))
 
@@ -134,18 +135,20 @@ def _affine(r: _Reader) -> DatLayer:
 def _pool(kind: str):
     def read(r: _Reader) -> DatLayer:
         keys = ("nr", "nc", "stride_y", "stride_x", "pad_y", "pad_x")
-        return DatLayer(kind, ints={k: r.int() for k in keys})  # nr = nc = 0: whole input
+        return DatLayer(kind, ints={k: r.read_int() for k in keys})  # nr = nc = 0: whole input
     return read
 
 
 def _fc(r: _Reader) -> DatLayer:
-    n_out, n_in = r.int(), r.int()
-    params = r.tensor()
+    n_out, n_in = r.read_int(), r.read_int()
+    params = r.read_tensor()
     r.alias_shape(), r.alias_shape()  # weights (n_in, n_out) view and the bias view
-    bias_mode = r.int()  # 0: has bias (an extra params row), 1: no bias
+    bias_mode = r.read_int()  # 0: has bias (an extra params row), 1: no bias
     for _ in range(4):
-        r.float()
-    shapes = {"weight_in_out": (n_in, n_out)} | ({"bias": (n_out,)} if bias_mode == 0 else {})
+        r.read_float()
+    shapes: dict[str, tuple[int, ...]] = {"weight_in_out": (n_in, n_out)}
+    if bias_mode == 0:
+        shapes["bias"] = (n_out,)
     return DatLayer("fc_2", _split(r, params, shapes), {"num_outputs": n_out, "num_inputs": n_in})
 
 
@@ -159,39 +162,39 @@ _LAYER_READERS = {
 def _bookkeeping(r: _Reader) -> None:
     """setup-called / gradient-stale / disabled flags, then 3 cached tensors (empty when saved)."""
     for _ in range(3):
-        r.bool()
+        r.read_bool()
     for _ in range(3):
-        r.tensor()
+        r.read_tensor()
 
 
 def read_dlib_net(path: str | Path) -> DatNet:
     """Parse a dlib DNN `.dat` file with a metric loss and an `input_rgb_image_sized` input."""
     r = _Reader(Path(path).read_bytes(), str(path))
-    if (version := r.int()) != 1:
+    if (version := r.read_int()) != 1:
         raise r.fail(f"loss layer version {version}, expected 1 (is this a dlib DNN file?)")
-    loss = r.string()
+    loss = r.read_string()
     if loss != "loss_metric_2":
         raise r.fail(f"loss {loss!r}: only dlib's metric-learning nets (loss_metric_2) are supported")
-    r.float(), r.float()  # margin and distance threshold of the training loss
+    r.read_float(), r.read_float()  # margin and distance threshold of the training loss
     nested = {1: 0, 2: 0, 3: 0}
-    while (version := r.int()) != 3:
+    while (version := r.read_int()) != 3:
         if version not in nested:
             raise r.fail(f"layer version {version}, expected 1 (tag/skip) or 2 (layer)")
         nested[version] += 1
     nested[2] += 1  # the innermost layer (version 3) is a computational layer too
-    if (name := r.string()) != "input_rgb_image_sized":
+    if (name := r.read_string()) != "input_rgb_image_sized":
         raise r.fail(f"input layer {name!r}, expected 'input_rgb_image_sized'")
-    mean = (r.float(), r.float(), r.float())
-    size = (r.int(), r.int())
+    mean = (r.read_float(), r.read_float(), r.read_float())
+    size = (r.read_int(), r.read_int())
     layers = []
     while r.pos < len(r.data):
-        name = r.string()
+        name = r.read_string()
         if name not in _LAYER_READERS:
             raise r.fail(f"unsupported layer record {name!r}")
         layers.append(_LAYER_READERS[name](r))
         _bookkeeping(r)
         if len(layers) == 1:
-            r.int()  # the innermost layer's sample-expansion factor
+            r.read_int()  # the innermost layer's sample-expansion factor
     if len(layers) != nested[2]:
         raise r.fail(f"{len(layers)} layer records but the header announced {nested[2]}")
     return DatNet(loss, mean, size, layers, {1: nested[1], 2: nested[2]})

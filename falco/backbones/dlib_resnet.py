@@ -80,16 +80,16 @@ def dlib_chip_theta(landmarks: torch.Tensor, image_hw: tuple[int, int], template
     """
     if landmarks.ndim != 3 or landmarks.shape[1:] != template.shape:
         raise ValueError(f"landmarks must be (N,{template.shape[0]},2), got {tuple(landmarks.shape)}")
-    n, f64 = landmarks.shape[0], {"dtype": torch.float64, "device": landmarks.device}
-    chip_px = (template_with_padding(template.to(**f64), padding) * size).expand(n, -1, -1)
+    n, f64, dev = landmarks.shape[0], torch.float64, landmarks.device
+    chip_px = (template_with_padding(template.to(dev, f64), padding) * size).expand(n, -1, -1)
     fit = fit_similarity(chip_px, landmarks.double() - 0.5).double()  # chip px -> dlib image px
     lin = fit[:, :, :2]
-    centre = lin @ torch.full((2, 1), size / 2, **f64) + fit[:, :, 2:]  # (N,2,1)
+    centre = lin @ torch.full((2, 1), size / 2, dtype=f64, device=dev) + fit[:, :, 2:]  # (N,2,1)
     scale = lin[:, :, 0].norm(dim=1).view(n, 1, 1)  # image px per template chip px
     stretch = size * (size * scale - 1) / ((size - 1) * scale)  # unit chip -> template chip px
     # Three chip points in our unit coordinates, where dlib samples them (our pixel convention);
     # theta_from_landmarks fits them without residual.
-    unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], **f64)
+    unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=f64, device=dev)
     where = (lin @ ((unit - 0.5).T * stretch) + centre + 0.5).transpose(1, 2)
     return theta_from_landmarks(where.float(), image_hw, unit.float())
 
@@ -131,6 +131,7 @@ def _conv(rec: DatLayer) -> nn.Conv2d:
     conv = nn.Conv2d(w.shape[1], w.shape[0], (g["nr"], g["nc"]), (g["stride_y"], g["stride_x"]),
                      (g["pad_y"], g["pad_x"]))
     conv.weight.data.copy_(torch.from_numpy(w))
+    assert conv.bias is not None  # created with bias=True
     conv.bias.data.copy_(torch.from_numpy(b))
     return conv
 
@@ -203,6 +204,7 @@ class DlibRecognizer(IdentityEncoder):
     name = "dlib_resnet"
     input_size = CHIP_SIZE
     same_person_below = 0.6  # dlib's rule on the Euclidean distance of descriptors
+    mean: torch.Tensor  # (1,3,1,1) buffer
 
     def __init__(self, net: DatNet) -> None:
         super().__init__()
