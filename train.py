@@ -4,9 +4,16 @@
     python train.py data=folder data.root=PHOTOS     # your photos
     python train.py run_dir=outputs/RUN              # resume a run (done images are skipped)
     python train.py -m method.margin=0.7,0.9         # a sweep, one run directory per job
+    python train.py run_dir=R shard=1/4              # a quarter of the dataset (array job 1 of 4)
+
+Exit code: 0 when every image was anonymized, 3 (EXIT_SKIPPED) when some were skipped
+(unreadable, no face, ...: see summary.json "skip_reasons"), 1 on an error. A multirun exits
+3 when any of its jobs run in this process skipped images.
 """
 
 from __future__ import annotations
+
+import sys
 
 import hydra
 import pytorch_lightning as pl
@@ -16,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from falco.config import MethodConfig, register
 from falco.detect import FaceDetector
-from falco.job import run_job
+from falco.job import parse_shard, run_job
 from falco.pipeline import Networks, StageKnobs
 
 register()
+EXIT_SKIPPED = 3  # the run finished, but some images were skipped (their records say why)
+_skipped_jobs: list[str] = []  # run directories of the jobs in this process that skipped images
 
 
 def build_networks(cfg: DictConfig) -> Networks:
@@ -57,16 +66,33 @@ def run(cfg: DictConfig, out_dir: str):
     result = run_job(nets, source, method_config(cfg), out_dir, trainer=build_trainer(cfg, out_dir),
                      cache_dir=cfg.cache_dir, knobs=knobs, batch_size=cfg.batch_size,
                      num_workers=cfg.num_workers, summary=cfg.summary,
-                     config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+                     config_yaml=OmegaConf.to_yaml(cfg, resolve=True), shard=parse_shard(cfg.shard))
     return result
+
+
+def output_dir(cfg: DictConfig) -> str:
+    """Hydra's job directory, except for shards: all shards of a dataset share `run_dir`.
+
+    In a multirun each job gets its own sweep sub-directory (where Hydra keeps its logs), so
+    array jobs `shard=0/4,...,3/4` would otherwise write four partial runs.
+    """
+    if cfg.shard is None:
+        return HydraConfig.get().runtime.output_dir
+    if not any(o.startswith("run_dir=") for o in HydraConfig.get().overrides.task):
+        # the default run_dir holds the launch time, which differs between array jobs
+        raise ValueError("shard=i/n needs an explicit run_dir=... shared by all shards")
+    return cfg.run_dir
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = run(cfg, HydraConfig.get().runtime.output_dir)
+    result = run(cfg, output_dir(cfg))
+    if result.skipped:
+        _skipped_jobs.append(str(result.run.root))
     # The return value is what sweepers (Optuna) optimize: here the white-box re-ID share.
     return result.summary.get("identity", {}).get("verified_as_original")
 
 
 if __name__ == "__main__":
-    main()
+    main()  # Hydra exits 1 itself on an error
+    sys.exit(EXIT_SKIPPED if _skipped_jobs else 0)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from .config import MethodConfig, validate
@@ -20,6 +21,7 @@ from .data.imageio import atomic_write_text
 from .module import AnonymizeDataset, AnonymizerModule
 from .pipeline import Networks, Prepped, StageKnobs, run_stages
 from .rundir import RunDir
+from .seeds import stream_seed
 from .stages.cache import StageCache, code_version
 from .stages.prepare import Source
 from .summary import format_summary, summarize
@@ -32,11 +34,32 @@ class JobResult:
     summary: dict
     done_before: int  # images already done when the job started (resume)
     processed: int  # images optimized by this job
+    skipped: int = 0  # skip records in the run directory (known on rank 0 only)
 
 
-def write_skips(run: RunDir, prepped: Prepped, done: set[str], method: str) -> None:
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """"i/n" (0 <= i < n) -> (i, n); None -> None (the whole dataset)."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
+    """Shard i of n owns the ids whose hash is i mod n: a fixed property of the id, not of its
+    position, so array jobs started at different times, or re-run, never overlap or miss one."""
+    return shard is None or stream_seed("shard", item_id) % shard[1] == shard[0]
+
+
+def write_skips(run: RunDir, prepped: Prepped, done: set[str], method: str,
+                shard: tuple[int, int] | None = None) -> None:
     for e in prepped.prepared.entries:
-        if e["status"] != "ok" and e["id"] not in done:
+        if e["status"] != "ok" and e["id"] not in done and in_shard(e["id"], shard):
             run.write_record({"id": e["id"], "pseudonym": None, "status": "skipped", "reason": e["reason"],
                               "message": e.get("message"), "identity": e.get("identity"),
                               "labels": e.get("labels", {}), "method": method, "stage_keys": prepped.keys})
@@ -52,12 +75,18 @@ def versions() -> dict[str, str]:
 
 def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str | Path, *,
             trainer: pl.Trainer, cache_dir: str | Path, knobs: StageKnobs, batch_size: int = 16,
-            num_workers: int = 0, summary: bool = True, config_yaml: str | None = None) -> JobResult:
+            num_workers: int = 0, summary: bool = True, config_yaml: str | None = None,
+            shard: tuple[int, int] | None = None) -> JobResult:
     validate(method)
     run = RunDir(out_dir)
-    if config_yaml is not None:
+    # Under plain `ddp` (and SLURM tasks) every rank runs this whole function; what is written
+    # before `trainer.predict` is written by rank 0 alone. No rank writes images before all
+    # ranks have joined inside predict, so rank 0's recovery below always comes first.
+    lead = rank_zero_only.rank == 0
+    if config_yaml is not None and lead:
         atomic_write_text(run.root / "config.yaml", config_yaml)
-    atomic_write_text(run.root / "versions.json", json.dumps(versions(), indent=1))
+    if lead:
+        atomic_write_text(run.root / "versions.json", json.dumps(versions(), indent=1))
     prepped = run_stages(nets, source, StageCache(cache_dir), knobs)
     if not prepped.prepared.ok:
         reasons = {e["id"]: e["reason"] for e in prepped.prepared.entries}
@@ -66,9 +95,13 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         from .keyed import apply_keyed
 
         apply_keyed(prepped, nets, method, run)
+    # Before any process of this job writes: undo writes a kill cut off, then skip what is done.
+    if lead:
+        run.recover({e["id"] for e in prepped.prepared.entries if in_shard(e["id"], shard)})
     done = run.done_ids()
-    write_skips(run, prepped, done, method.name)
-    todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done]
+    if lead:
+        write_skips(run, prepped, done, method.name, shard)
+    todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done and in_shard(e["id"], shard)]
     if todo:
         module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method)
         loader = DataLoader(AnonymizeDataset(prepped, todo, method.init), batch_size=batch_size,
@@ -81,6 +114,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     result = JobResult(run, {}, len(done), len(todo))
     if trainer.is_global_zero:
         records = run.finalize()
+        result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
             result.summary = summarize(run, nets, prepped, records)
             result.summary["stage_keys"], result.summary["stages_reused"] = prepped.keys, prepped.reused

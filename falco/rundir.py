@@ -4,6 +4,7 @@ release/images/<pseudonym>.png   anonymized faces, random names, no metadata
 release/labels.csv               the dataset's utility labels re-keyed to pseudonyms
 private/records/xx/<h>.json      one record per original (written LAST: it means "done")
 private/latents/xx/<h>.pt        optimized latents (they keep the original's inversion layers)
+private/pending/xx/<h>.json      claim: "this id is getting this pseudonym" (only while writing)
 private/mapping.csv              original id -> pseudonym
 private/records.jsonl            all records, gathered at the end
 summary.json, config.yaml, versions.json
@@ -56,6 +57,42 @@ class RunDir:
 
     def write_latent(self, item_id: str, latent: torch.Tensor) -> None:
         atomic_torch_save(latent.detach().cpu().clone(), self.latent_path(item_id))
+
+    def pending_path(self, item_id: str) -> Path:
+        sub, h = _slot(item_id)
+        return self.private / "pending" / sub / f"{h}.json"
+
+    def claim(self, item_id: str, pseudonym: str) -> None:
+        """Write-ahead note, before an image is written under a fresh random pseudonym.
+
+        The pseudonym is random, so without this a kill between the image and the record
+        would leave a release image that nothing names: an un-recorded output. `recover`
+        reads the claims to delete exactly those.
+        """
+        atomic_write_text(self.pending_path(item_id), json.dumps({"id": item_id, "pseudonym": pseudonym}))
+
+    def unclaim(self, item_id: str) -> None:
+        self.pending_path(item_id).unlink(missing_ok=True)
+
+    def recover(self, ids: set[str]) -> int:
+        """Undo the writes a kill interrupted, for these ids only; returns how many were undone.
+
+        An id with a claim and no record was cut off mid-write: its image and latent go. An id
+        with a record is done (the kill came after the record): only the claim goes. Scoped to
+        the ids a job owns, so concurrent array jobs on one run directory never touch each
+        other's in-flight writes; call it before any of the job's processes writes.
+        """
+        undone = 0
+        for p in sorted((self.private / "pending").glob("*/*.json")):
+            claim = json.loads(p.read_text())
+            if claim["id"] not in ids:
+                continue
+            if not self.record_path(claim["id"]).is_file():
+                self.image_path(claim["pseudonym"]).unlink(missing_ok=True)
+                self.latent_path(claim["id"]).unlink(missing_ok=True)
+                undone += 1
+            p.unlink()
+        return undone
 
     def write_record(self, record: dict) -> None:
         """Atomic; call after the image and the latent are written."""

@@ -1,8 +1,9 @@
-"""Writes each anonymized image as soon as its batch is done: image, latent, then record.
+"""Writes each anonymized image as soon as its batch is done: claim, image, latent, record.
 
-The record is written last, so "record exists" means "image done"; a crash between the
-writes leaves an orphan image or latent that the re-run overwrites (the pseudonym is drawn
-anew), never a record without its outputs.
+The record is written last, so "record exists" means "image done". The claim (id ->
+pseudonym, in private/) comes first: a kill between the writes leaves a claim without a
+record, and the re-run's `RunDir.recover` deletes that image and latent before redoing the id
+under a new pseudonym. So no release image is ever left that no record names.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ class RecordWriter(BasePredictionWriter):
         for j, k in enumerate(prediction["index"].tolist()):
             entry = self.entries[k]
             pseudonym = new_pseudonym()
+            self.run.claim(entry["id"], pseudonym)
             write_png_clean(self.run.image_path(pseudonym), images[j])
             self.run.write_latent(entry["id"], prediction["latents"][j])
             self.run.write_record({
                 "id": entry["id"], "pseudonym": pseudonym, "status": "ok", "reason": None,
+                "rank": trainer.global_rank,  # the process that did it (DDP); not part of the result
                 "identity": entry.get("identity"), "labels": entry.get("labels", {}),
                 "method": self.context["method"], "stage_keys": self.context["stage_keys"],
                 "pair": {"fake": int(self.context["pairs"][k]),
@@ -51,3 +54,4 @@ class RecordWriter(BasePredictionWriter):
                                       "final": round(float(prediction["distance_final"][j]), 6)},
                 "seconds": round(float(prediction["seconds_per_image"]), 4),
             })
+            self.run.unclaim(entry["id"])
