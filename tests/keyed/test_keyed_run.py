@@ -1,0 +1,91 @@
+"""End to end on the embedded default: the key never reaches a file or a log, and the same
+key and inputs give the same virtual identities (whether the key comes from a file or a variable)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+
+import pytest
+
+from tests.conftest import FAST, compose_train
+from train import run
+
+RAW = bytes.fromhex("8f1e" * 16)  # 256 bits; every encoding of it is searched for below
+FORMS = [RAW, RAW.hex().encode(), RAW.hex().upper().encode(), base64.b64encode(RAW),
+         base64.urlsafe_b64encode(RAW).rstrip(b"="), base64.b64encode(RAW).rstrip(b"=")]
+# No inversion: a keyed run on the DCGAN starts from the virtual faces and never reads it.
+SMALL = [*(o for o in FAST if not o.startswith(("inversion", "logger"))),
+         "data.identities=6", "data.views=2", "data.augment=true", "data.scale_jitter=0", "inversion=none",
+         "method=keyed", "method.steps=4", "method.center_samples=64", "method.candidates=8"]
+
+
+def _leaks(paths, extra_text: str = "") -> list[str]:
+    found = [f"{p}: {f[:6]!r}..." for p in paths if p.is_file() for f in FORMS if f in p.read_bytes()]
+    return found + [f"captured output: {f[:6]!r}..." for f in FORMS if f.decode("latin1") in extra_text]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same data and key twice: from a key file, then from an environment variable."""
+    root = tmp_path_factory.mktemp("keyed")
+    key_file = root / "secret.key"
+    key_file.write_text(RAW.hex())
+    key_file.chmod(0o600)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TEST_KEYED_SECRET", "base64:" + base64.b64encode(RAW).decode())
+    common = [f"cache_dir={root / 'cache'}", *SMALL]
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+            first = run(compose_train([*common, "logger=csv", f"method.key_file={key_file}"]), str(root / "run1"))
+            second = run(compose_train([*common, "logger=none", "method.key_env=TEST_KEYED_SECRET"]),
+                         str(root / "run2"))
+    finally:
+        mp.undo()
+    return root, first, second, printed.getvalue()
+
+
+def test_key_never_written_or_printed(two_runs, capfd):
+    root, first, _, printed = two_runs
+    assert "keyed: " in printed and "enrolment in" in printed  # the runs' output was captured
+    from evaluation.keyed_metrics import keyed_report
+
+    keyed_report(root / "run1", root / "run2", wrong_keys=2)  # reads the key file named in config.yaml
+    out = capfd.readouterr()
+    files = [p for d in ("run1", "run2") for p in (root / d).rglob("*")]
+    assert (root / "run1" / "keyed_summary.json").is_file() and (root / "run1" / "config.yaml").is_file()
+    assert any(p.name == "metrics.csv" for p in files)  # run1's CSV logger wrote in its run directory
+    assert not _leaks(files, printed + out.out + out.err)
+    config = (root / "run2" / "config.yaml").read_text()
+    assert "key_env: TEST_KEYED_SECRET" in config  # the NAME of the variable, not its value
+    assert first.summary["done"] >= 6
+
+
+def test_same_key_same_inputs_same_virtual_identities(two_runs):
+    root = two_runs[0]
+    for name in ("enrolment.json", "assignment.json"):
+        a = json.loads((root / "run1" / "private" / "keyed" / name).read_text())
+        b = json.loads((root / "run2" / "private" / "keyed" / name).read_text())
+        assert a == b, name
+    enrolment = json.loads((root / "run1" / "private" / "keyed" / "enrolment.json").read_text())
+    assignment = json.loads((root / "run1" / "private" / "keyed" / "assignment.json").read_text())
+    # one virtual identity per dataset identity, and both views of a person share it
+    assert {p["label"] for p in enrolment["persons"]} <= {f"identity:syn{i:05d}" for i in range(6)}
+    by_person: dict[str, set[str]] = {}
+    for item, token in assignment.items():
+        by_person.setdefault(item.split("_")[0], set()).add(token)
+    assert all(len(tokens) == 1 for tokens in by_person.values())
+    summary = json.loads((root / "run1" / "keyed_summary.json").read_text())
+    assert summary["authentication"]["key_id"] == enrolment["key_id"]
+    assert summary["white_box"] is True and "unrelated_false_match" in summary
+
+
+def test_resuming_with_another_key_is_refused(two_runs, monkeypatch):
+    root = two_runs[0]
+    monkeypatch.setenv("TEST_KEYED_OTHER", "ab" * 16)
+    cfg = compose_train([f"cache_dir={root / 'cache'}", *SMALL, "logger=none", "method.key_env=TEST_KEYED_OTHER"])
+    with pytest.raises(ValueError, match="started with another key"):
+        run(cfg, str(root / "run1"))
