@@ -6,7 +6,7 @@ key (`method.marign=0.5`) or a wrong type (`method.steps=abc`) fails at compose 
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import List, Optional  # noqa: UP035 (OmegaConf schemas need typing generics)
+from typing import Optional  # noqa: UP035 (OmegaConf schemas need typing generics)
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,7 +16,7 @@ class MethodConfig:
     name: str = "falco"  # falco | keyed
     steps: int = 50  # Adam steps per image (paper: 50)
     lr: float = 0.01  # Adam learning rate (paper: 0.01)
-    milestones: List[float] = field(default_factory=lambda: [0.75, 0.9])  # MultiStepLR, fractions of steps
+    milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # MultiStepLR, fractions of steps
     gamma: float = 0.8  # learning-rate factor at each milestone
     id_weight: float = 10.0  # weight of the identity term (paper: 10)
     attr_weight: float = 0.1  # weight of the attribute term (paper: 0.1)

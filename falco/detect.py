@@ -31,13 +31,27 @@ class FaceDetector:
 
     def detect(self, image: np.ndarray) -> Detection | None:
         """Largest face of a uint8 HxWx3 RGB image, or None."""
-        h, w = image.shape[:2]
-        scale = max(1.0, self.min_side / min(h, w))
-        pil = Image.fromarray(image)
-        if scale > 1:
-            pil = pil.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
-        with torch.no_grad():
-            boxes, probs, points = self.mtcnn.detect(pil, landmarks=True)
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Detection | None]:
+        """Largest face of each image; images of equal size go through MTCNN together."""
+        out: list[Detection | None] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(im.shape, []).append(i)
+        for shape, idx in groups.items():
+            h, w = shape[:2]
+            scale = max(1.0, self.min_side / min(h, w))
+            pils = [Image.fromarray(images[i]) for i in idx]
+            if scale > 1:
+                pils = [p.resize((round(w * scale), round(h * scale)), Image.BICUBIC) for p in pils]
+            with torch.no_grad():
+                boxes, probs, points = self.mtcnn.detect(pils, landmarks=True)
+            for i, b, p, m in zip(idx, boxes, probs, points, strict=True):
+                out[i] = self._largest(b, p, m, scale)
+        return out
+
+    def _largest(self, boxes, probs, points, scale: float) -> Detection | None:
         if boxes is None:
             return None
         boxes = np.asarray(boxes, dtype=np.float64) / scale
@@ -50,7 +64,10 @@ class FaceDetector:
         i = keep[int(np.argmax(areas))]
         return Detection(boxes[i], float(probs[i]), points[i])
 
-    def detect_tensor(self, images: torch.Tensor) -> list[Detection | None]:
+    def detect_tensor(self, images: torch.Tensor, chunk: int = 64) -> list[Detection | None]:
         """Detections for a batch in the pipeline's convention (N,3,H,W in [-1,1])."""
-        arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
-        return [self.detect(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
+        arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        out: list[Detection | None] = []
+        for s in range(0, len(arr), chunk):
+            out += self.detect_batch(list(arr[s:s + chunk]))
+        return out

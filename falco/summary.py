@@ -14,7 +14,6 @@ from __future__ import annotations
 import torch
 
 from .data.imageio import read_rgb, to_tensor
-from .detect import FaceDetector
 from .pipeline import Networks, Prepped
 from .rundir import RunDir
 

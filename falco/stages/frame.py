@@ -22,10 +22,6 @@ from ..seeds import stream_seed
 FFHQ_TEMPLATE = torch.tensor([[0.375, 0.4725], [0.625, 0.4725], [0.5, 0.61], [0.4, 0.7475], [0.6, 0.7475]])
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int = 64, seed: int = 0,
                   batch: int = 16) -> tuple[torch.Tensor, float]:
     """Mean MTCNN landmarks (5,2) in unit coordinates over generator samples, and the hit rate."""
@@ -35,11 +31,8 @@ def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int 
         n = min(batch, samples - start)
         z = generator.sample(n, stream_seed("frame", seed, start))
         with torch.no_grad():
-            images = _to_uint8(generator.synthesize(z).float())
-        for img in images:
-            det = detector.detect(img)
-            if det is not None:
-                found.append(det.landmarks / res)
+            images = generator.synthesize(z).float()
+        found += [det.landmarks / res for det in detector.detect_tensor(images) if det is not None]
     rate = len(found) / samples
     if not found:
         return torch.full((5, 2), float("nan")), 0.0

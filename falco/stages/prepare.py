@@ -29,6 +29,7 @@ from ..data.items import SkipImage, SourceItem
 from ..detect import FaceDetector
 
 SHARD = 1024  # items per tensor shard: bounds memory whatever the dataset size
+DETECT_CHUNK = 32  # photos read and detected together (bounds memory; MTCNN batches equal sizes)
 
 
 class Source(Protocol):
@@ -81,25 +82,34 @@ def run_prepare(source: Source, detector: FaceDetector, out: Path, *, alignment:
                        out / f"shard_{shard:05d}.pt")
             shard, buf_img, buf_lm = shard + 1, [], []
 
-    for item in tqdm(source.items, desc="prepare: detect + align", unit="img"):
-        entry = {"id": item.id, "identity": item.identity, "labels": item.labels, "status": "ok", "reason": None}
-        try:
-            photo = source.read(item)
-        except SkipImage as e:
-            entries.append({**entry, "status": "skipped", "reason": e.reason, "message": e.message})
-            continue
-        det = detector.detect(photo)
-        if det is None:
-            entries.append({**entry, "status": "skipped", "reason": "no_face",
-                            "message": f"MTCNN found no face with probability >= {detector.min_prob}"})
-            continue
-        aligned, lm = align_one(photo, det.landmarks, alignment, template, size)
-        entry.update(prob=det.prob, shard=shard, row=len(buf_img))
-        buf_img.append(aligned)
-        buf_lm.append(lm)
-        entries.append(entry)
-        if len(buf_img) == SHARD:
-            flush()
+    bar = tqdm(total=len(source.items), desc="prepare: detect + align", unit="img")
+    for c in range(0, len(source.items), DETECT_CHUNK):
+        chunk = source.items[c:c + DETECT_CHUNK]
+        photos: dict[int, np.ndarray] = {}
+        for j, item in enumerate(chunk):
+            try:
+                photos[j] = source.read(item)
+            except SkipImage as e:
+                photos[j] = e  # type: ignore[assignment]
+        readable = [j for j in photos if not isinstance(photos[j], SkipImage)]
+        dets = dict(zip(readable, detector.detect_batch([photos[j] for j in readable]), strict=True))
+        for j, item in enumerate(chunk):
+            entry = {"id": item.id, "identity": item.identity, "labels": item.labels, "status": "ok", "reason": None}
+            got = photos[j]
+            if isinstance(got, SkipImage):
+                entries.append({**entry, "status": "skipped", "reason": got.reason, "message": got.message})
+            elif dets[j] is None:
+                entries.append({**entry, "status": "skipped", "reason": "no_face",
+                                "message": f"MTCNN found no face with probability >= {detector.min_prob}"})
+            else:
+                aligned, lm = align_one(got, dets[j].landmarks, alignment, template, size)
+                entries.append({**entry, "prob": dets[j].prob, "shard": shard, "row": len(buf_img)})
+                buf_img.append(aligned)
+                buf_lm.append(lm)
+                if len(buf_img) == SHARD:
+                    flush()
+        bar.update(len(chunk))
+    bar.close()
     flush()
     (out / "items.json").write_text(json.dumps(entries, indent=0))
 
