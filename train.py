@@ -47,6 +47,8 @@ def method_config(cfg: DictConfig) -> MethodConfig:
     method: MethodConfig = OmegaConf.to_object(cfg.method)  # type: ignore[assignment]
     if method.margin is None:
         method.margin = float(cfg.identity.margin)
+    if method.attr_weight is None:
+        method.attr_weight = float(cfg.attributes.attr_weight)
     return method
 
 
@@ -66,7 +68,8 @@ def run(cfg: DictConfig, out_dir: str):
     result = run_job(nets, source, method_config(cfg), out_dir, trainer=build_trainer(cfg, out_dir),
                      cache_dir=cfg.cache_dir, knobs=knobs, batch_size=cfg.batch_size,
                      num_workers=cfg.num_workers, summary=cfg.summary,
-                     config_yaml=OmegaConf.to_yaml(cfg, resolve=True), shard=parse_shard(cfg.shard))
+                     config_yaml=OmegaConf.to_yaml(cfg, resolve=True), shard=parse_shard(cfg.shard),
+                     stages_only=cfg.stages_only)
     return result
 
 

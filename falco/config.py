@@ -19,7 +19,8 @@ class MethodConfig:
     milestones: list[float] = field(default_factory=lambda: [0.75, 0.9])  # MultiStepLR, fractions of steps
     gamma: float = 0.8  # learning-rate factor at each milestone
     id_weight: float = 10.0  # weight of the identity term (paper: 10)
-    attr_weight: float = 0.1  # weight of the attribute term (paper: 0.1)
+    # weight of the attribute term (paper: 0.1 with FaRL); null = the attribute config's `attr_weight`
+    attr_weight: Optional[float] = None  # noqa: UP045
     # identity margin in the recognizer's own score (ArcFace: cosine similarity m, paper m = 0;
     # dlib: a Euclidean distance); null = the recognizer config's `margin`
     margin: Optional[float] = None  # noqa: UP045

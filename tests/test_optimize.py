@@ -35,16 +35,26 @@ def _batch(nets, p, ks):
 
 
 def test_batch_of_two_equals_two_runs_of_one(prepped):
+    """Per-image losses are summed, so images do not interact: the gradient of each image's
+    latent is the same in a batch of 2 as alone (up to kernel reduction order, ~1e-6), and
+    the latents after 5 Adam steps agree to 1e-4 relative (measured ~2e-5) with oneDNN's batch-size
+    dependent conv algorithms switched off. (The optimization is chaotic: differences of
+    1e-6 grow ~10x per step under oneDNN, so over 50 steps only bit-identical kernels agree.)"""
     nets, p = prepped
-    kw = dict(steps=6, margin_distance=0.75)
-    t2, init2 = _batch(nets, p, [0, 1])
-    both = optimize_latents(nets.generator, nets.identity, nets.attributes, t2, init2, **kw).latents
-    for j in (0, 1):
-        t1, init1 = _batch(nets, p, [j])
-        alone = optimize_latents(nets.generator, nets.identity, nets.attributes, t1, init1, **kw).latents
-        # fp32, fixed threads: only the reduction order of batched kernels differs.
-        rel = (both[j] - alone[0]).abs().max() / alone[0].abs().max()
-        assert rel < 1e-4, rel
+    kw = dict(steps=5, margin_distance=0.75)
+    with torch.backends.mkldnn.flags(enabled=False):
+        t2, init2 = _batch(nets, p, [0, 1])
+        both = optimize_latents(nets.generator, nets.identity, nets.attributes, t2, init2, **kw).latents
+        for j in (0, 1):
+            t1, init1 = _batch(nets, p, [j])
+            alone = optimize_latents(nets.generator, nets.identity, nets.attributes, t1, init1, **kw).latents
+            rel = (both[j] - alone[0]).abs().max() / alone[0].abs().max()
+            assert rel < 1e-4, rel
+    # A sanity check that the comparison can fail: a different partner changes nothing, a
+    # different starting point does.
+    t1, init1 = _batch(nets, p, [0])
+    moved = optimize_latents(nets.generator, nets.identity, nets.attributes, t1, init1 + 0.05, **kw).latents
+    assert (moved[0] - both[0]).abs().max() / both[0].abs().max() > 1e-3
 
 
 def test_identity_moves_beyond_same_person_rule_and_attributes_hold(prepped):

@@ -45,8 +45,19 @@ class FileSource:
                 "max_pixels": self.max_pixels, "min_side": self.min_side}
 
 
-def synthetic(generator: Generator, **knobs) -> SyntheticSource:
-    return SyntheticSource(generator, **knobs)
+def synthetic(generator: Generator, check_faces: bool = True, check_min_prob: float = 0.95,
+              **knobs) -> SyntheticSource:
+    """check_faces: redraw identities whose face MTCNN does not find with check_min_prob."""
+    accept = None
+    if check_faces:
+        from ..detect import FaceDetector
+
+        detector = FaceDetector(min_prob=check_min_prob)
+
+        def accept(face: np.ndarray) -> bool:
+            return detector.detect(face) is not None
+
+    return SyntheticSource(generator, accept=accept, **knobs)
 
 
 def folder(generator: Generator, root: str, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -4,6 +4,10 @@ Each identity is one generator sample (seed stream "data", disjoint from the fak
 "pool" stream); each view of it is a photo made from that face: upscaled, then optionally
 re-framed (scale, shift), rotated, colour-jittered and JPEG-compressed. The pipeline treats
 these as photos (detects, aligns, inverts); it never sees their latent codes.
+
+About 8% of the DCGAN's samples are not faces to MTCNN at all. With `accept` (the default
+builder passes an MTCNN check), an identity whose sample is rejected is redrawn from the next
+seed of its own stream, so the dataset has N detectable faces, reproducibly.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import io
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
+
+from collections.abc import Callable
 
 from ..backbones.base import Generator
 from ..seeds import stream_seed
@@ -25,7 +31,8 @@ class SyntheticSource:
     def __init__(self, generator: Generator, *, identities: int = 16, views: int = 1, seed: int = 0,
                  photo_size: int = 128, augment: bool = False, rotate_deg: float = 10.0,
                  scale_jitter: float = 0.12, shift_jitter: float = 0.06, color_jitter: float = 0.15,
-                 jpeg_quality: tuple[int, int] = (60, 95)) -> None:
+                 jpeg_quality: tuple[int, int] = (60, 95),
+                 accept: Callable[[np.ndarray], bool] | None = None, max_draws: int = 20) -> None:
         self.generator = generator
         self.seed = seed
         self.photo_size = photo_size
@@ -35,20 +42,29 @@ class SyntheticSource:
         self.items = [SourceItem(id=f"syn{j:05d}_v{v}", path=None, identity=f"syn{j:05d}", labels={})
                       for j in range(identities) for v in range(views)]
         self._faces: dict[str, np.ndarray] = {}
+        self._latents: dict[str, torch.Tensor] = {}
+        self.accept = accept  # identity check of a drawn face (uint8 HxWx3); None = keep every draw
+        self.max_draws = max_draws  # draws per identity before giving up on the check
 
     def fingerprint(self) -> dict:
         return {"source": self.name, "seed": self.seed, "items": len(self.items), "photo": self.photo_size,
-                "augment": self.augment, "jitter": self.jitter}
+                "augment": self.augment, "jitter": self.jitter, "checked": self.accept is not None}
 
     def latent_of(self, identity: str) -> torch.Tensor:
         """The identity's generator latent: for tests that check the pipeline never uses it."""
-        return self.generator.sample(1, stream_seed("data", self.seed, identity))
+        self._face(identity)
+        return self._latents[identity]
 
     def _face(self, identity: str) -> np.ndarray:
         if identity not in self._faces:
-            with torch.no_grad():
-                img = self.generator.synthesize(self.latent_of(identity))[0]
-            self._faces[identity] = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+            for draw in range(self.max_draws):
+                z = self.generator.sample(1, stream_seed("data", self.seed, identity, *([draw] if draw else [])))
+                with torch.no_grad():
+                    img = self.generator.synthesize(z)[0]
+                face = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+                if self.accept is None or self.accept(face):
+                    break
+            self._faces[identity], self._latents[identity] = face, z
         return self._faces[identity]
 
     def read(self, item: SourceItem) -> np.ndarray:

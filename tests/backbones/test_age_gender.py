@@ -134,7 +134,7 @@ def test_feature_scales_and_mirror_stability(model):
     with torch.no_grad():
         f = model.features(imgs, model.crop_thetas(landmarks, (64, 64)))
         f_mirror = model.features(imgs.flip(-1), model.crop_thetas(mirrored, (64, 64)))
-    assert f.shape == (len(imgs), 512)
+    assert f.shape == (len(imgs), 768)  # 256 age + 256 gender + 2 x 128 matched predictions
     off_diagonal = ~torch.eye(len(f), dtype=torch.bool)
     for name, part in (("age", slice(0, 256)), ("gender", slice(256, 512))):
         between = (f[:, None, part] - f[None, :, part]).abs().mean(-1)[off_diagonal].mean()
