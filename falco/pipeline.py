@@ -42,6 +42,7 @@ class StageKnobs:
     pool_seed: int = 0  # seed of the fake pool's stream
     pairing_k: int = 1  # neighbours kept per original (the first one initializes the latent)
     pairing_unique: bool = False  # never give two originals the same fake
+    pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
     frame_samples: int = 64  # generator samples used to measure its face frame
     batch: int = 32  # images per batch in the batched stages
 
@@ -106,23 +107,30 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
         inversion = torch.load(path / "latents.pt", weights_only=True)
 
     pool_spec = {"generator": fp["generator"], "attributes": fp["attributes"], "frame": keys["frame"],
-                 "size": knobs.pool_size, "seed": knobs.pool_seed}
+                 "size": knobs.pool_size, "seed": knobs.pool_seed, "min_prob": nets.detector.min_prob}
     pool = load_pool(stage("fakepool", pool_spec, lambda out: run_fakepool(
-        nets.generator, nets.attributes, template, out, size=knobs.pool_size, seed=knobs.pool_seed)))
+        nets.generator, nets.attributes, template, out, size=knobs.pool_size, seed=knobs.pool_seed,
+        detector=nets.detector)))
 
     att = nets.attributes
     pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "k": knobs.pairing_k,
-                 "unique": knobs.pairing_unique}
+                 "unique": knobs.pairing_unique, "detectable_only": knobs.pairing_detectable_only}
+    usable = pool["detected"].nonzero().squeeze(1) if knobs.pairing_detectable_only \
+        else torch.arange(len(pool["features"]))
+    if len(usable) == 0:
+        raise RuntimeError("MTCNN found a face in none of the fake pool's samples; set "
+                           "stages.pairing_detectable_only=false or check the generator")
 
     def compute_pairing(out: Path) -> None:
         real = _batched(lambda x, lm: att.pairing_features(x, att.crop_thetas(lm, (res, res))),
                         prepared, knobs.batch)
+        feats = pool["features"][usable]
         if knobs.pairing_unique:
-            idx = unique_assignment(real, pool["features"])[:, None]
-            sim = torch.nn.functional.cosine_similarity(real, pool["features"][idx[:, 0]])[:, None]
+            idx = unique_assignment(real, feats)[:, None]
+            sim = torch.nn.functional.cosine_similarity(real, feats[idx[:, 0]])[:, None]
         else:
-            idx, sim = nearest(real, pool["features"], k=knobs.pairing_k)
-        torch.save({"index": idx, "similarity": sim}, out / "pairs.pt")
+            idx, sim = nearest(real, feats, k=knobs.pairing_k)
+        torch.save({"index": usable[idx], "similarity": sim}, out / "pairs.pt")
 
     pairs = torch.load(stage("pairing", pair_spec, compute_pairing) / "pairs.pt", weights_only=True)
     return Prepped(prepared, pool, pairs["index"][:, 0], pairs["similarity"][:, 0], inversion, template,
