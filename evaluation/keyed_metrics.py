@@ -1,7 +1,7 @@
 """Metrics of the keyed mode (falco/keyed): anonymity, consistency, diversity, authentication.
 
     python -m evaluation.keyed_metrics run_dir=RUN [other_run_dir=RUN_WITH_ANOTHER_KEY] [wrong_keys=10]
-                                       [key_file=PATH | key_env=NAME]   # default: the run's own config
+                                       [seed=0] [key_file=PATH | key_env=NAME]  # key: the run's own config
 
 Every figure uses one recognizer and its own same-person rule (distance < same_person_below).
 With the embedded default that is the recognizer the loss optimized: the figures are WHITE-BOX
@@ -14,15 +14,17 @@ consistency   same person, same key: share of pairs of anonymized faces verified
               (and, as the false-match reference, the share for different persons, same key)
 diversity     same person, different keys (two runs): share of pairs verified as DIFFERENT
 authentication  probes = released faces (template crop: no original needed); top-1 among the
-              enrolled persons with the run's key and with `wrong_keys` random keys, each
-              against the binomial 95% interval of chance Bin(N, 1/P) (and per person: views of
-              one person move together, so per-image hits are not independent)
+              enrolled persons with the run's key and with `wrong_keys` keys derived from a
+              public seed (reproducible), each against the binomial 95% interval of chance
+              Bin(N, 1/P); also per person (majority vote), since a person's views move together
+              and per-image hits are not independent (the per-image interval is too narrow)
 attributes    white-box age/gender agreement of anonymized faces with their originals
 Writes keyed_summary.json into run_dir; it holds the key's check value, never the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -183,8 +185,8 @@ def embed(identity, images: torch.Tensor, landmarks: torch.Tensor, batch: int = 
                       for x, lm in zip(images.split(batch), landmarks.split(batch), strict=True)])
 
 
-def authentication(run: RunData, key, generator, identity, wrong_keys: int) -> dict:
-    """Top-1 with the run's key and with `wrong_keys` fresh random keys (never stored)."""
+def authentication(run: RunData, key, generator, identity, wrong_keys: int, seed: int = 0) -> dict:
+    """Top-1 with the run's key and with `wrong_keys` other keys (derived from `seed`)."""
     from falco.keyed import Authenticator, Enrolment, SecretKey
 
     enrolment = Enrolment.load(run.root / "private" / "keyed" / "enrolment.json")
@@ -201,8 +203,9 @@ def authentication(run: RunData, key, generator, identity, wrong_keys: int) -> d
                            "accepted_and_correct": float((open_set == truth).double().mean())}
         return out
 
-    wrong = [measure(Authenticator(enrolment, SecretKey.generate(), generator, identity, strict=False))
-             for _ in range(wrong_keys)]
+    # Wrong keys from a public seed: reproducible figures, and no key anyone uses (nor the run's).
+    wrong = [measure(Authenticator(enrolment, SecretKey(hashlib.sha256(f"wrong-key:{seed}:{i}".encode()).digest()),
+                                   generator, identity, strict=False)) for i in range(wrong_keys)]
     return {"enrolled": n, "key_id": key.key_id, "correct_key": measure(auth), "wrong_keys": wrong,
             "wrong_keys_within_chance_interval": sum(w["within_chance_interval"] for w in wrong),
             "wrong_keys_per_person_within": sum(w["per_person_within"] for w in wrong),
@@ -210,7 +213,7 @@ def authentication(run: RunData, key, generator, identity, wrong_keys: int) -> d
 
 
 def keyed_report(run_dir: str | Path, other_run_dir: str | Path | None = None, key=None,
-                 wrong_keys: int = 10) -> dict:
+                 wrong_keys: int = 10, seed: int = 0) -> dict:
     """All keyed metrics of a run (and diversity against a run of the same data under another
     key); writes keyed_summary.json into run_dir. `key`: a SecretKey, default the run's own."""
     from falco.keyed import load_key
@@ -231,7 +234,7 @@ def keyed_report(run_dir: str | Path, other_run_dir: str | Path | None = None, k
         report["diversity"] = diversity(e_anon, run.persons, embed(identity, other.anonymized, other.landmarks),
                                         other.persons, dist, below)
         report["diversity"]["other_run"] = str(other.root)
-    report["authentication"] = authentication(run, key, generator, identity, wrong_keys)
+    report["authentication"] = authentication(run, key, generator, identity, wrong_keys, seed)
     with torch.no_grad():
         size = tuple(run.originals.shape[-2:])
         thetas = attributes.crop_thetas(run.landmarks, size)
@@ -274,7 +277,7 @@ def format_report(r: dict) -> str:
 
 def main(argv: list[str]) -> int:
     args = dict(a.split("=", 1) for a in argv)
-    unknown = set(args) - {"run_dir", "other_run_dir", "wrong_keys", "key_file", "key_env"}
+    unknown = set(args) - {"run_dir", "other_run_dir", "wrong_keys", "seed", "key_file", "key_env"}
     if "run_dir" not in args or unknown:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
@@ -283,7 +286,8 @@ def main(argv: list[str]) -> int:
         from falco.keyed import load_key
 
         key = load_key(args.get("key_file"), args.get("key_env"))
-    report = keyed_report(args["run_dir"], args.get("other_run_dir"), key, int(args.get("wrong_keys", 10)))
+    report = keyed_report(args["run_dir"], args.get("other_run_dir"), key, int(args.get("wrong_keys", 10)),
+                          int(args.get("seed", 0)))
     print(format_report(report))
     return 0
 

@@ -76,7 +76,7 @@ def versions() -> dict[str, str]:
 def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str | Path, *,
             trainer: pl.Trainer, cache_dir: str | Path, knobs: StageKnobs, batch_size: int = 16,
             num_workers: int = 0, summary: bool = True, config_yaml: str | None = None,
-            shard: tuple[int, int] | None = None) -> JobResult:
+            shard: tuple[int, int] | None = None, stages_only: bool = False) -> JobResult:
     validate(method)
     run = RunDir(out_dir)
     # Under plain `ddp` (and SLURM tasks) every rank runs this whole function; what is written
@@ -88,6 +88,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if lead:
         atomic_write_text(run.root / "versions.json", json.dumps(versions(), indent=1))
     prepped = run_stages(nets, source, StageCache(cache_dir), knobs)
+    if stages_only:  # warm the shared cache once, before array jobs or DDP ranks each compute it
+        return JobResult(run, {"stage_keys": prepped.keys, "stages_reused": prepped.reused}, 0, 0)
     if not prepped.prepared.ok:
         reasons = {e["id"]: e["reason"] for e in prepped.prepared.entries}
         raise RuntimeError(f"no usable face in the dataset ({len(reasons)} items): {dict(list(reasons.items())[:10])}")
@@ -116,7 +118,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         records = run.finalize()
         result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
-            result.summary = summarize(run, nets, prepped, records)
+            result.summary = summarize(run, nets, prepped, records, chunk=batch_size)
             result.summary["stage_keys"], result.summary["stages_reused"] = prepped.keys, prepped.reused
             atomic_write_text(run.root / "summary.json", json.dumps(result.summary, indent=1))
             _log_summary(trainer, result.summary)

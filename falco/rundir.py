@@ -88,8 +88,10 @@ class RunDir:
             if claim["id"] not in ids:
                 continue
             if not self.record_path(claim["id"]).is_file():
-                self.image_path(claim["pseudonym"]).unlink(missing_ok=True)
-                self.latent_path(claim["id"]).unlink(missing_ok=True)
+                for out in (self.image_path(claim["pseudonym"]), self.latent_path(claim["id"])):
+                    out.unlink(missing_ok=True)
+                    for temp in out.parent.glob(f".{out.name}.*.tmp"):  # killed inside an atomic write
+                        temp.unlink(missing_ok=True)
                 undone += 1
             p.unlink()
         return undone

@@ -17,18 +17,26 @@ from .data.imageio import read_rgb, to_tensor
 from .pipeline import Networks, Prepped
 from .rundir import RunDir
 
+CHUNK = 64  # images per forward pass: the summary's memory does not grow with the dataset
+
 
 def _unrelated_pairs(identities: list[str | None], limit: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index pairs (i, j), i < j, of originals known to be different people (or different items)."""
+    """Up to `limit` index pairs (i, j), i < j, of originals known to be different people (or
+    different items, when identities are unknown). Above `limit` candidate pairs they are drawn
+    at random (seeded): listing all n^2/2 pairs would take hours and gigabytes at dataset scale."""
     n = len(identities)
-    i, j = torch.triu_indices(n, n, offset=1)
-    keep = torch.tensor([identities[a] is None or identities[a] != identities[b]
-                         for a, b in zip(i.tolist(), j.tolist(), strict=True)], dtype=torch.bool)
-    i, j = i[keep], j[keep]
-    if len(i) > limit:
-        pick = torch.randperm(len(i), generator=torch.Generator().manual_seed(0))[:limit]
-        i, j = i[pick], j[pick]
-    return i, j
+    if n * (n - 1) // 2 <= limit:
+        i, j = torch.triu_indices(n, n, offset=1)
+    else:
+        g = torch.Generator().manual_seed(0)
+        a, b = torch.randint(n, (limit,), generator=g), torch.randint(n - 1, (limit,), generator=g)
+        b = b + (b >= a)  # uniform over b != a
+        i, j = torch.minimum(a, b), torch.maximum(a, b)
+    codes: dict[str, int] = {}  # unknown identities (None) each get their own code
+    person = torch.tensor([codes.setdefault(p, len(codes)) if p is not None else -1 - k
+                           for k, p in enumerate(identities)])
+    keep = person[i] != person[j]
+    return i[keep], j[keep]
 
 
 def _attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torch.Tensor]) -> dict:
@@ -40,33 +48,44 @@ def _attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torc
     return out
 
 
-def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]) -> dict:
-    ok = [r for r in records if r["status"] == "ok"]
-    by_id = {e["id"]: e for e in prepped.prepared.ok}
+def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int], ok: list[dict]) -> dict:
+    """Embeddings, identity distances, attribute predictions and detections for a chunk of records."""
     res = nets.generator.resolution
     orig, lms, anon, fakes = [], [], [], []
-    index = {e["id"]: k for k, e in enumerate(prepped.prepared.ok)}
     for r in ok:
-        image, lm = prepped.prepared.get(by_id[r["id"]])
+        k = index[r["id"]]
+        image, lm = prepped.prepared.get(prepped.prepared.ok[k])
         orig.append(image)
         lms.append(lm)
         anon.append(to_tensor(read_rgb(run.image_path(r["pseudonym"])))[0])
-        fakes.append(prepped.pool["latents"][prepped.pair_index[index[r["id"]]]])
-    summary: dict = {"images": len(records), "done": len(ok),
-                     "skipped": len(records) - len(ok),
-                     "skip_reasons": _count(r["reason"] for r in records if r["status"] != "ok")}
-    if not ok:
-        return summary
+        fakes.append(prepped.pool["latents"][prepped.pair_index[k]])
     x, lm, y = torch.stack(orig), torch.stack(lms), torch.stack(anon)
     with torch.no_grad():
         f = nets.generator.synthesize(torch.stack(fakes)).float()
         theta = nets.identity.crop_theta(lm, (res, res))
         thetas = nets.attributes.crop_thetas(lm, (res, res))
         e_x, e_y = nets.identity.embed(x, theta).float(), nets.identity.embed(y, theta).float()
-        d = nets.identity.distance(e_y, e_x)
+        p_x, p_y, p_f = (nets.attributes.predict(t, thetas) for t in (x, y, f))
+    return {"e_x": e_x, "d": nets.identity.distance(e_y, e_x), "p_x": p_x, "p_y": p_y, "p_f": p_f,
+            "found": [det is not None for det in nets.detector.detect_tensor(y)]}
+
+
+def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict], chunk: int = CHUNK) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    summary: dict = {"images": len(records), "done": len(ok),
+                     "skipped": len(records) - len(ok),
+                     "skip_reasons": _count(r["reason"] for r in records if r["status"] != "ok")}
+    if not ok:
+        return summary
+    index = {e["id"]: k for k, e in enumerate(prepped.prepared.ok)}
+    parts = [_measure(run, nets, prepped, index, ok[s:s + chunk]) for s in range(0, len(ok), chunk)]
+    e_x, d = torch.cat([p["e_x"] for p in parts]), torch.cat([p["d"] for p in parts])
+    p_x, p_y, p_f = ({n: torch.cat([p[key][n] for p in parts]) for n in parts[0][key]}
+                     for key in ("p_x", "p_y", "p_f"))
+    found = [hit for p in parts for hit in p["found"]]
+    with torch.no_grad():
         i, j = _unrelated_pairs([r.get("identity") for r in ok])
         d_unrelated = nets.identity.distance(e_x[i], e_x[j]) if len(i) else torch.zeros(0)
-        p_x, p_y, p_f = (nets.attributes.predict(t, thetas) for t in (x, y, f))
     thr = nets.identity.same_person_below
     judge = {"judge": nets.identity.name, "white_box": True, "same_person_below": thr}
     summary["identity"] = {**judge, "distance_mean": float(d.mean()),
@@ -78,7 +97,6 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
     summary["attributes"] = {"network": nets.attributes.name, "white_box": True,
                              "anonymized": _attribute_agreement(p_x, p_y),
                              "paired_fake_before": _attribute_agreement(p_x, p_f)}
-    found = [det is not None for det in nets.detector.detect_tensor(y)]
     summary["detection_rate"] = sum(found) / len(found)
     return summary
 

@@ -85,7 +85,7 @@ def apply_keyed(prepped: Prepped, nets: Networks, method: KeyedMethodConfig, run
     prepped.virtual_init = torch.stack([identities[t].latent for t in tokens])  # (n_ok, *shape) starts
     enrolment = enrol(key, identities, dict(zip(tokens, labels, strict=True)), center, method.distinctiveness,
                       prepped.template, network_fingerprints(nets.generator, nets.identity))
-    if rank_zero_only.rank != 0:  # every DDP rank computes the same; one writes
+    if getattr(rank_zero_only, "rank", 0) != 0:  # every DDP rank computes the same; one writes
         return enrolment
     enrolment.save(enrolment_path(run))
     atomic_write_text(assignment_path(run), json.dumps({e["id"]: t for e, t in zip(ok, tokens, strict=True)},

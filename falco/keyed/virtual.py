@@ -168,6 +168,7 @@ def choose_virtual(generator: Generator, identity: IdentityEncoder, attributes: 
         stop = min(start + rules.candidates, rules.max_draws)
         latents = candidate_latents(generator, key, person.token, start, stop)
         emb, att = embed_generated(generator, identity, template, latents, attributes)
+        assert att is not None  # attributes were passed
         targets = target_of(emb, rules.center, rules.distinctiveness)
         valid = (_min_distance(identity, targets, person.embeddings) >= rules.reject_original) & \
                 (_min_distance(identity, targets, taken) >= rules.min_separation)

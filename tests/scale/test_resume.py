@@ -10,8 +10,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
+from falco.data.imageio import write_png_clean
 from falco.rundir import RunDir
 from tests.conftest import ROOT, compose_train
 from tests.scale import BASE, assert_each_image_once, assert_same_results, records, reference, scale_cache
@@ -85,3 +87,19 @@ def test_crash_between_image_and_record_leaves_no_orphan(tmp_path, tmp_path_fact
     assert result.done_before == len(records(ref)) - len(_ok(ref)) + 2 and result.processed == len(_ok(ref)) - 2
     assert_each_image_once(out)
     assert_same_results(out, ref)
+
+
+def test_recover_undoes_only_unrecorded_claims_of_its_own_ids(tmp_path):
+    run_dir = RunDir(tmp_path)
+    image = np.zeros((4, 4, 3), np.uint8)
+    for item_id, name in (("cut", "aaaa"), ("done", "bbbb"), ("other_shard", "cccc")):
+        run_dir.claim(item_id, name)
+        write_png_clean(run_dir.image_path(name), image)
+    partial = run_dir.images / ".aaaa.png.0123.tmp"  # what a kill inside the atomic write leaves
+    partial.write_bytes(b"\x89PNG")
+    run_dir.write_record({"id": "done", "pseudonym": "bbbb", "status": "ok"})  # killed before unclaim
+    assert run_dir.recover({"cut", "done"}) == 1
+    assert not run_dir.image_path("aaaa").exists() and not partial.exists()  # cut off mid-write: it goes
+    assert run_dir.image_path("bbbb").exists() and not run_dir.pending_path("done").exists()
+    # another job's in-flight write is left alone
+    assert run_dir.image_path("cccc").exists() and run_dir.pending_path("other_shard").exists()

@@ -50,6 +50,14 @@ def test_two_shards_in_turn_make_the_whole_run(tmp_path, tmp_path_factory):
     assert_same_results(out, ref)
 
 
+def test_stages_only_fills_the_cache_and_writes_no_image(tmp_path, tmp_path_factory):
+    ref = next(iter(records(reference(tmp_path_factory)).values()))
+    warm = run(compose_train([*BASE, f"cache_dir={tmp_path / 'cache'}", "stages_only=true"]), str(tmp_path / "run"))
+    assert warm.processed == 0 and not records(tmp_path / "run")
+    assert not any(warm.summary["stages_reused"].values())  # a cold cache: it computed every stage...
+    assert warm.summary["stage_keys"] == ref["stage_keys"]  # ...the very ones a full run uses
+
+
 def test_slurm_launcher_config_composes():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "hydra.launcher.partition=gpu"],
