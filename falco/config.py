@@ -26,7 +26,6 @@ class MethodConfig:
     margin: Optional[float] = None  # noqa: UP045
     id_loss: str = "two_sided"  # two_sided = |d - margin| (paper) | hinge = max(0, margin - d)
     init: str = "fake"  # where the trainable latent starts: fake (paired nearest fake, paper) | inversion
-    faithful_quirks: bool = False  # reproduce the official code's range mix / unaligned target / JPEG q75
     virtual_weight: float = 0.0  # keyed mode: weight of the pull toward the person's virtual identity
 
 
