@@ -11,7 +11,7 @@ from tests.conftest import ROOT, compose_train
 GROUPS = {g: sorted(p.stem for p in (ROOT / "conf" / g).glob("*.yaml"))
           for g in ("data", "generator", "identity", "attributes", "inversion", "method", "trainer", "logger")}
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
-OFFICIAL = {"stylegan2_ffhq1024", "arcface_irse50", "farl", "e4e"}
+OFFICIAL = {"stylegan2_ffhq1024", "stylegan2_ada", "arcface_irse50", "farl", "e4e"}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
