@@ -13,12 +13,11 @@ seed of its own stream, so the dataset has N detectable faces, reproducibly.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image, ImageEnhance
-
-from collections.abc import Callable
 
 from ..backbones.base import Generator
 from ..seeds import stream_seed

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 
-def nearest(real: torch.Tensor, fake: torch.Tensor, *, k: int = 1, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(real: torch.Tensor, fake: torch.Tensor, *, k: int = 1,
+            chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """real (N,D), fake (M,D) -> (indices (N,k), cosine similarities (N,k))."""
     if k > fake.shape[0]:
         raise ValueError(f"pairing.k={k} exceeds the fake pool size {fake.shape[0]}")
