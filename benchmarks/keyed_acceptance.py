@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/keyed_acceptance.py [--out DIR] [--identities 50] [--views 4]
         [--wrong-keys 10] [--no-falco] [hydra overrides ...]       # e.g. method.steps=30
+Runs already finished in DIR are reused (delete them to redo), so re-running only redoes the report.
 
 Runs on the embedded default (synthetic faces; views differ by crop, scale, rotation, colour
 and JPEG): `method=keyed` under key A, again under key B (diversity), and plain FALCO on the
@@ -103,6 +104,9 @@ def compose(overrides: list[str]):
 def run_one(name: str, overrides: list[str], out: Path) -> float:
     from train import run
 
+    if (out / name / "summary.json").is_file():  # finished earlier: only the report is redone
+        print(f"[{name}] already done, reusing {out / name}", flush=True)
+        return 0.0
     t0 = time.perf_counter()
     run(compose(overrides), str(out / name))
     seconds = time.perf_counter() - t0
@@ -134,11 +138,17 @@ def verdicts(report: dict) -> list[dict]:
         ok = value <= bound if op == "<=" else value >= bound
         out.append({"target": name, "value": value, "bound": f"{op} {bound}", "met": ok,
                     "miss_by": 0.0 if ok else abs(value - bound)})
-    auth = report["authentication"]
-    n = len(auth["wrong_keys"])
-    out.append({"target": "wrong keys within the 95% chance interval (per image)",
-                "value": auth["wrong_keys_within_chance_interval"], "bound": f"== {n}",
-                "met": auth["wrong_keys_within_chance_interval"] == n})
+    wrong = report["authentication"]["wrong_keys"]
+    n = len(wrong)
+    # The test: per-image top-1 inside the equal-tailed Bin(N, 1/P) interval. A person's
+    # views land on the same wrong identity together, so hits come in blocks and this interval
+    # is too narrow on both sides (0 hits happens often); the per-person test is the sound one.
+    checks = {"per image, two-sided (the issue's test)": [w["within_chance_interval"] for w in wrong],
+              "per image, not above chance (one-sided)": [w["top1"] <= w["chance_interval"][1] for w in wrong],
+              "per person (majority vote), two-sided": [w["per_person_within"] for w in wrong]}
+    for name, within in checks.items():
+        out.append({"target": f"wrong keys within the 95% chance interval, {name}", "value": sum(within),
+                    "bound": f"== {n}", "met": all(within)})
     return out
 
 
