@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_once(images: int, steps: int, batch_size: int, work: Path, extra: list[str]) -> dict:
-    out = work / f"run_{images}"
+def run_once(images: int, steps: int, batch_size: int, work: Path, extra: list[str], tag: str = "") -> dict:
+    out = work / f"run_{images}{tag}"
     cmd = [sys.executable, "train.py", f"data.identities={images}", f"method.steps={steps}",
            f"batch_size={batch_size}", f"stages.batch={batch_size}", f"run_dir={out}",
            f"cache_dir={work / f'cache_{images}'}", "logger=none", "trainer.enable_progress_bar=false", *extra]
@@ -43,7 +43,7 @@ def run_once(images: int, steps: int, batch_size: int, work: Path, extra: list[s
     recs = [json.loads(line) for line in (out / "private" / "records.jsonl").read_text().splitlines()]
     ok = [r for r in recs if r["status"] == "ok"]
     optimize_s = sum(r["seconds"] for r in ok)  # per-image share of its batch's predict_step
-    return {"images": images, "done": len(ok), "peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": wall,
+    return {"images": images, "tag": tag, "done": len(ok), "peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": wall,
             "optimize_img_per_s": len(ok) / optimize_s if optimize_s else float("nan"),
             "overall_img_per_s": len(ok) / wall}
 
@@ -54,11 +54,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="optimization steps per image (paper: 50)")
     ap.add_argument("--batch-size", type=int, default=16, help="images optimized together")
     ap.add_argument("--work", type=Path, default=None, help="keep run and cache directories here")
+    ap.add_argument("--warm", action="store_true",
+                    help="also re-run each size on its warm stage cache: the peak of the per-image "
+                         "phases (optimization, writing, summary) without the fixed-size stages")
     ap.add_argument("overrides", nargs="*", help="more train.py overrides, e.g. trainer.precision=32-true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="falco_mem_") as tmp:
         work = args.work or Path(tmp)
         rows = [run_once(n, args.steps, args.batch_size, work, args.overrides) for n in args.sizes]
+        warm = [run_once(n, args.steps, args.batch_size, work, args.overrides, "_warm")
+                for n in args.sizes] if args.warm else []
+    report(rows, "cold cache (every stage)")
+    if warm:
+        report(warm, "warm cache (per-image phases only)")
+
+
+def report(rows: list[dict], title: str) -> None:
+    print(title)
     for r in rows:
         print(f"{r['images']:>6} images ({r['done']} done): peak RSS {r['peak_rss_mb']:8.1f} MB   "
               f"wall {r['wall_s']:7.1f} s   optimize {r['optimize_img_per_s']:6.2f} img/s   "
