@@ -71,7 +71,12 @@ class FixedScaleSynthetic(SyntheticSource):
 
 
 def synthetic_fixed(generator, **knobs) -> FixedScaleSynthetic:
-    return FixedScaleSynthetic(generator, **knobs)
+    """`data=synthetic` as configured (same builder, same knobs), with the fixed views."""
+    from falco.data.sources import synthetic
+
+    source = synthetic(generator, **knobs)
+    source.__class__ = FixedScaleSynthetic
+    return source
 
 
 def stock_source_works(cfg) -> bool:
@@ -84,7 +89,7 @@ def stock_source_works(cfg) -> bool:
         for item in source.items:
             source.read(item)
     except ValueError as err:
-        print(f"NOTE: data=synthetic with augment=true fails ({err}); using the padded-crop workaround "
+        print(f"NOTE: data=synthetic with augment=true fails ({err}); using the workaround "
               "FixedScaleSynthetic in this script (see its docstring)", flush=True)
         return False
     return True

@@ -45,7 +45,11 @@ class FaceDetector:
             pils = [Image.fromarray(images[i]) for i in idx]
             if scale > 1:
                 pils = [p.resize((round(w * scale), round(h * scale)), Image.BICUBIC) for p in pils]
-            with torch.no_grad():
+            # oneDNN (CPU) caches a compiled kernel per input shape, up to 1024 of them; MTCNN's
+            # second and third networks see a new number of candidate boxes on almost every call,
+            # so over a dataset that cache grows by hundreds of MB (measured: +300 MB over 384
+            # photos). Plain CPU kernels keep memory flat for ~1.5x the detection time; no-op on GPU.
+            with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
                 boxes, probs, points = self.mtcnn.detect(pils, landmarks=True)
             for i, b, p, m in zip(idx, boxes, probs, points, strict=True):
                 out[i] = self._largest(b, p, m, scale)
