@@ -15,7 +15,6 @@ target of the issue is met, and writes them to DIR/acceptance.json.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -36,7 +35,6 @@ from evaluation.keyed_metrics import (  # noqa: E402
     keyed_report,
     load_run,
 )
-from falco.data.synthetic import SyntheticSource  # noqa: E402
 
 TARGETS = {  # name: (path into the report, comparison, bound)
     "anonymity re-ID (verified as original)": (("anonymity", "verified_as_original"), "<=", 0.10),
@@ -44,55 +42,6 @@ TARGETS = {  # name: (path into the report, comparison, bound)
     "diversity (same person, other key)": (("diversity", "same_person_verified_different"), ">=", 0.90),
     "authentication top-1, correct key": (("authentication", "correct_key", "top1"), ">=", 0.90),
 }
-
-
-class FixedScaleSynthetic(SyntheticSource):
-    """falco/data/synthetic.py's views, except zoom-out views (scale < 1) no longer crash: there
-    PIL's resize box starts outside the image ("box offset can't be negative"); an EXTENT
-    transform samples the same box and fills outside with the rotation's grey. Same random draws."""
-
-    def _augment(self, face, rng):
-        from PIL import Image, ImageEnhance
-
-        j, size = self.jitter, self.photo_size
-        scale = 1 + rng.uniform(-j["scale"], j["scale"])
-        dx, dy = rng.uniform(-j["shift"], j["shift"], 2) * size
-        img = face.rotate(rng.uniform(-j["rotate"], j["rotate"]), Image.BICUBIC, translate=(dx, dy),
-                          fillcolor=(128, 128, 128))
-        crop = size / scale
-        off = (size - crop) / 2
-        img = img.transform((size, size), Image.EXTENT, (off, off, off + crop, off + crop), Image.BICUBIC,
-                            fillcolor=(128, 128, 128))
-        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
-            img = enhance(img).enhance(1 + rng.uniform(-j["color"], j["color"]))
-        buf = io.BytesIO()
-        img.save(buf, format="JPEG", quality=int(rng.integers(j["jpeg"][0], j["jpeg"][1] + 1)))
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-
-
-def synthetic_fixed(generator, **knobs) -> FixedScaleSynthetic:
-    """`data=synthetic` as configured (same builder, same knobs), with the fixed views."""
-    from falco.data.sources import synthetic
-
-    source = synthetic(generator, **knobs)
-    source.__class__ = FixedScaleSynthetic
-    return source
-
-
-def stock_source_works(cfg) -> bool:
-    from hydra.utils import instantiate
-
-    from falco.backbones.dcgan import load_dcgan
-
-    source = instantiate(cfg.data, generator=load_dcgan())
-    try:
-        for item in source.items:
-            source.read(item)
-    except ValueError as err:
-        print(f"NOTE: data=synthetic with augment=true fails ({err}); using the workaround "
-              "FixedScaleSynthetic in this script (see its docstring)", flush=True)
-        return False
-    return True
 
 
 def compose(overrides: list[str]):
@@ -177,8 +126,6 @@ def main() -> None:
     common = [f"data.identities={args.identities}", f"data.views={args.views}", "data.augment=true",
               "inversion=none", "logger=none", "trainer.enable_progress_bar=false",
               f"cache_dir={args.out / 'cache'}", *extra]
-    if not stock_source_works(compose(common)):
-        common.append(f"data._target_={__name__}.synthetic_fixed")
     times = {}
     for name in ("keyed_A", "keyed_B"):
         times[name] = run_one(name, [*common, "method=keyed", f"method.key_file={keys / (name[-1] + '.key')}"],

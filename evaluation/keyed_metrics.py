@@ -35,6 +35,7 @@ import torch
 from scipy.stats import binom
 
 from evaluation.metrics.reid import identification, matrix_from_pair_distance
+from falco.summary import attribute_agreement
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N,D),(N,D) -> (N,)
 
@@ -116,15 +117,6 @@ def top1(pred: torch.Tensor, truth: torch.Tensor, persons: Sequence[str], n_enro
             "within_chance_interval": lo <= per_image <= hi, "per_person_top1": per_person,
             "per_person_chance_interval": [plo, phi], "per_person_within": plo <= per_person <= phi,
             "probes": int(len(hits)), "persons": len(keys)}
-
-
-def attribute_agreement(pred_orig: dict, pred_anon: dict) -> dict:
-    out = {}
-    if "male" in pred_orig:
-        out["gender_agreement"] = float(((pred_orig["male"] > 0.5) == (pred_anon["male"] > 0.5)).double().mean())
-    if "age" in pred_orig:
-        out["age_abs_diff_years"] = float((pred_orig["age"] - pred_anon["age"]).abs().mean())
-    return out
 
 
 @dataclass
@@ -271,7 +263,7 @@ def format_report(r: dict) -> str:
     att = r["attributes"]
     nan = float("nan")
     lines.append(f"attributes [{att['network']}, WHITE-BOX]: gender agreement {att.get('gender_agreement', nan):.1%}, "
-                 f"|age diff| {att.get('age_abs_diff_years', nan):.1f} y")
+                 f"|age diff| {att.get('age_abs_diff', nan):.1f} y")
     return "\n".join(lines)
 
 

@@ -39,7 +39,8 @@ def _unrelated_pairs(identities: list[str | None], limit: int = 20000) -> tuple[
     return i[keep], j[keep]
 
 
-def _attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torch.Tensor]) -> dict:
+def attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torch.Tensor]) -> dict:
+    """Gender agreement and mean |age difference| (years) between two `predict` outputs."""
     out = {}
     if "male" in pred_a:
         out["gender_agreement"] = float(((pred_a["male"] > 0.5) == (pred_b["male"] > 0.5)).float().mean())
@@ -95,8 +96,8 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
                            "unrelated_distance_mean": float(d_unrelated.mean()) if len(d_unrelated) else None,
                            "unrelated_pairs": int(len(d_unrelated))}
     summary["attributes"] = {"network": nets.attributes.name, "white_box": True,
-                             "anonymized": _attribute_agreement(p_x, p_y),
-                             "paired_fake_before": _attribute_agreement(p_x, p_f)}
+                             "anonymized": attribute_agreement(p_x, p_y),
+                             "paired_fake_before": attribute_agreement(p_x, p_f)}
     summary["detection_rate"] = sum(found) / len(found)
     return summary
 

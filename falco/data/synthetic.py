@@ -82,8 +82,11 @@ class SyntheticSource:
         img = face.rotate(rng.uniform(-j["rotate"], j["rotate"]), Image.BICUBIC, translate=(dx, dy),
                           fillcolor=(128, 128, 128))
         crop = size / scale
-        off = (size - crop) / 2
-        img = img.resize((size, size), Image.BICUBIC, box=(off, off, off + crop, off + crop))
+        off = (size - crop) / 2  # negative when zooming out: the box extends past the photo
+        # EXTENT samples the box and fills what lies outside the photo with the same grey as the
+        # rotation (resize(box=...) refuses boxes that start outside the image).
+        img = img.transform((size, size), Image.EXTENT, (off, off, off + crop, off + crop), Image.BICUBIC,
+                            fillcolor=(128, 128, 128))
         for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
             img = enhance(img).enhance(1 + rng.uniform(-j["color"], j["color"]))
         buf = io.BytesIO()
