@@ -73,3 +73,51 @@ def rel_error(ours: torch.Tensor, ref: torch.Tensor, scale: float | torch.Tensor
         raise AssertionError(f"shape mismatch: ours {tuple(ours.shape)} vs reference {tuple(ref.shape)}")
     denom = float(ref.abs().max()) if scale is None else float(scale)
     return float((ours - ref).abs().max()) / max(denom, 1e-30)
+
+
+OFFICIAL_FILES = {  # fixture folder -> (official file name, config override that points at it)
+    "genforce_stylegan2_ffhq1024": ("stylegan2_ffhq1024.pth", "generator.checkpoint"),
+    "e4e_ffhq_encode": ("e4e_ffhq_encode.pt", "inversion.checkpoint"),
+    "arcface_ir_se50": ("model_ir_se50.pth", "identity.checkpoint"),
+    "farl_clip_vitb16_visual": ("FaRL-Base-Patch16-LAIONFace20M-ep64.pth", "attributes.checkpoint"),
+}
+
+
+def official_container(name: str) -> dict:
+    """A fixture's weights wrapped the way the official file stores them (METHOD.md table)."""
+    sd = fixture_state_dict(fixture_dir(name))
+    if name == "genforce_stylegan2_ffhq1024":
+        return {"generator_smooth": sd}
+    if name == "e4e_ffhq_encode":
+        return {"state_dict": {"encoder." + k: v for k, v in sd.items()},
+                "latent_avg": rule_value("latent_avg", (18, 512), torch.float32),
+                "opts": {"encoder_type": "Encoder4Editing", "stylegan_size": 1024, "start_from_latent_avg": True}}
+    if name == "farl_clip_vitb16_visual":
+        return {"state_dict": sd}
+    return sd  # ArcFace: the bare state dict
+
+
+def write_official_checkpoints(out_dir: str | Path) -> dict[str, Path]:
+    """Write the four FALCO checkpoints (fixture weights, official containers) under out_dir.
+
+    Returns {config key: path}; existing files are kept (they are deterministic).
+        python -m tests.fixture_weights OUT_DIR   # prints the train.py overrides
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, (filename, key) in OFFICIAL_FILES.items():
+        path = out / filename
+        if not path.is_file():
+            tmp = path.with_suffix(".partial")
+            torch.save(official_container(name), tmp)
+            tmp.replace(path)
+        paths[key] = path
+    return paths
+
+
+if __name__ == "__main__":
+    import sys
+
+    written = write_official_checkpoints(sys.argv[1] if len(sys.argv) > 1 else "fixture_checkpoints")
+    print(" ".join(f"{k}={v}" for k, v in written.items()))
