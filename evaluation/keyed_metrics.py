@@ -35,6 +35,7 @@ import torch
 from scipy.stats import binom
 
 from evaluation.metrics.reid import identification, matrix_from_pair_distance
+from falco.rundir import RunDir
 from falco.summary import attribute_agreement
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N,D),(N,D) -> (N,)
@@ -156,7 +157,7 @@ def load_run(run_dir: str | Path) -> RunData:
     prepared = Prepared(Path(cfg.cache_dir) / "prepare" / ok[0]["stage_keys"]["prepare"])
     by_id = {e["id"]: e for e in prepared.ok}
     orig, lms = zip(*(prepared.get(by_id[r["id"]]) for r in ok), strict=True)
-    anon = [to_tensor(read_rgb(root / "release" / "images" / f"{r['pseudonym']}.png"))[0] for r in ok]
+    anon = [to_tensor(read_rgb(RunDir(root).image_path(r["pseudonym"])))[0] for r in ok]
     tokens = [assignment[r["id"]] for r in ok]
     return RunData(root, cfg, [r["id"] for r in ok], [label_of[t] for t in tokens], tokens,
                    torch.stack(orig), torch.stack(lms).float(), torch.stack(anon))

@@ -14,17 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from falco.backbones.base import IdentityEncoder
-from falco.data.imageio import read_rgb, to_tensor
+from falco.data.imageio import atomic_write_text, read_rgb, to_tensor
+from falco.rundir import RunDir
 from falco.stages.prepare import Prepared
 
+from .attribute_classifier import load_classifier
 from .baselines import BASELINES
 from .metrics.consistency import identity_consistency
 from .metrics.detection import best_landmarks, detect, detection_rate, mtcnn_detector
+from .metrics.attributes import attribute_accuracy, attribute_agreement
 from .metrics.geometry import landmark_nme
 from .metrics.reid import identification, matrix_from_pair_distance, verification
+from .summary import flatten
 
 
 @dataclass
@@ -37,6 +42,7 @@ class EvalData:
     has_identities: bool
     run_config: Any
     loss_judge: str | None  # name of the recognizer the run's loss used
+    labels: list[dict]  # per image, the dataset's utility labels ({} when it has none)
 
 
 def load_run(run_dir: Path, cache_dir: str | None = None, baseline: str | None = None) -> EvalData:
@@ -55,12 +61,13 @@ def load_run(run_dir: Path, cache_dir: str | None = None, baseline: str | None =
     orig, lms = zip(*(prepared.get(by_id[r["id"]]) for r in ok), strict=True)
     x, lm = torch.stack(orig), torch.stack(lms)
     if baseline is None:
-        y = torch.cat([to_tensor(read_rgb(run_dir / "release" / "images" / f"{r['pseudonym']}.png")) for r in ok])
+        y = torch.cat([to_tensor(read_rgb(RunDir(run_dir).image_path(r["pseudonym"]))) for r in ok])
     else:
         y = apply_baseline(baseline, x, lm)
     ident = [r.get("identity") for r in ok]
     return EvalData(x, y, lm, [r["id"] for r in ok], [i or r["id"] for i, r in zip(ident, ok, strict=True)],
-                    all(i is not None for i in ident), cfg, None if baseline else ok[0]["identity_distance"]["judge"])
+                    all(i is not None for i in ident), cfg, None if baseline else ok[0]["identity_distance"]["judge"],
+                    [r.get("labels") or {} for r in ok])
 
 
 def face_boxes(landmarks: torch.Tensor, size: int) -> list[tuple[float, float, float, float]]:
@@ -128,3 +135,64 @@ def attribute_metrics(attributes, data: EvalData, white_box: bool) -> dict:
     if "age" in p_x:
         out["age"] = age_difference(p_x["age"], p_y["age"])
     return out
+
+
+def label_matrix(labels: list[dict], names: tuple[str, ...]) -> torch.Tensor | None:
+    """(N, A) 0/1 labels in the order of `names`, or None when an image lacks one of them."""
+    if not labels or not all(all(n in lab for n in names) for lab in labels):
+        return None
+    return torch.tensor([[int(lab[n]) for n in names] for lab in labels], dtype=torch.long)
+
+
+def classifier_metrics(path: str | Path, data: EvalData) -> dict:
+    """The trained attribute classifier (held-out: no loss used it) on originals and anonymized:
+    agreement of anonymized with the originals' predictions, and, when the dataset has the
+    classifier's attributes as labels, accuracy of both against those labels."""
+    model = load_classifier(path)
+    names = model.config.names
+    p_x, p_y = model.predict_proba(data.originals), model.predict_proba(data.anonymized)
+    out: dict[str, Any] = {"network": Path(path).stem, "white_box": False,
+                           "agreement": attribute_agreement(p_x, p_y, names=names)}
+    labels = label_matrix(data.labels, names)
+    if labels is not None:
+        out["accuracy"] = attribute_accuracy(p_y, labels, names=names)
+        out["accuracy_originals"] = attribute_accuracy(p_x, labels, names=names)
+    return out
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """The whole evaluation of one run directory for a composed conf/evaluate.yaml: every
+    metric, written to <run_dir>/eval/<name>/summary.json and to the configured logger."""
+    run_dir = Path(cfg.run_dir)
+    data = load_run(run_dir, cfg.cache_dir, cfg.baseline)
+    method = cfg.baseline or data.run_config.method.name
+    results: dict = {"judges": []}
+    for name, judge_cfg in cfg.judges.items():
+        if judge_cfg.enabled:
+            results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far)))
+    results.update(geometry_and_detection(data, cfg.detection_threshold))
+    if cfg.attributes and data.run_config.attributes.get("net") is not None:
+        results["attributes"] = attribute_metrics(instantiate(data.run_config.attributes.net), data, True)
+    if cfg.get("attribute_classifier"):
+        results["classifier"] = classifier_metrics(cfg.attribute_classifier, data)
+    if cfg.inception_weights:
+        from .metrics.quality import image_quality
+
+        results["quality"] = image_quality(data.originals, data.anonymized, weights_path=cfg.inception_weights)
+    summary = {"run": str(run_dir), "method": method, "dataset": str(data.run_config.data._target_).split(".")[-1],
+               "params": {"margin": data.run_config.method.get("margin"),
+                          "id_weight": data.run_config.method.id_weight,
+                          "attr_weight": data.run_config.method.attr_weight},
+               "metrics": flatten(results), "details": results}
+    out = run_dir / "eval" / (cfg.name or method)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    _log(cfg, out, summary)
+    return summary
+
+
+def _log(cfg: DictConfig, out: Path, summary: dict) -> None:
+    if not cfg.logger.get("_target_"):
+        return
+    logger = instantiate(cfg.logger, save_dir=str(out))
+    logger.log_metrics({f"eval/{k}": v["value"] for k, v in summary["metrics"].items() if v["value"] is not None})
+    logger.save()

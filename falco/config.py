@@ -27,6 +27,9 @@ class MethodConfig:
     id_loss: str = "two_sided"  # two_sided = |d - margin| (paper) | hinge = max(0, margin - d)
     init: str = "fake"  # where the trainable latent starts: fake (paired nearest fake, paper) | inversion
     virtual_weight: float = 0.0  # keyed mode: weight of the pull toward the person's virtual identity
+    # true: reproduce the official code's defects (range mix, unaligned target, min-max JPEG q75
+    # output; falco/quirks.py) to match the paper's numbers; false: the method done right
+    faithful_quirks: bool = False
 
 
 def register() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from .config import MethodConfig, validate
 from .data.imageio import atomic_write_text
 from .module import AnonymizeDataset, AnonymizerModule
 from .pipeline import Networks, Prepped, StageKnobs, run_stages
+from .quirks import apply_network_quirks
 from .rundir import RunDir
 from .seeds import stream_seed
 from .stages.cache import StageCache, code_version
@@ -87,6 +88,9 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         atomic_write_text(run.root / "config.yaml", config_yaml)
     if lead:
         atomic_write_text(run.root / "versions.json", json.dumps(versions(), indent=1))
+    if method.faithful_quirks:  # the official code's defects, for matching the paper (falco/quirks.py)
+        apply_network_quirks(nets.attributes)
+        knobs = replace(knobs, keep_unaligned=True)
     prepped = run_stages(nets, source, StageCache(cache_dir), knobs)
     if stages_only:  # warm the shared cache once, before array jobs or DDP ranks each compute it
         return JobResult(run, {"stage_keys": prepped.keys, "stages_reused": prepped.reused}, 0, 0)
@@ -106,11 +110,13 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done and in_shard(e["id"], shard)]
     if todo:
         module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method)
-        loader = DataLoader(AnonymizeDataset(prepped, todo, method.init), batch_size=batch_size,
+        dataset = AnonymizeDataset(prepped, todo, method.init, official_target=method.faithful_quirks)
+        loader = DataLoader(dataset, batch_size=batch_size,
                             shuffle=False, num_workers=num_workers)
         trainer.callbacks.append(RecordWriter(run, prepped.prepared.ok, {
             "method": method.name, "stage_keys": prepped.keys, "judge": nets.identity.name,
-            "pairs": prepped.pair_index.tolist(), "pair_sims": prepped.pair_similarity.tolist()}))
+            "pairs": prepped.pair_index.tolist(), "pair_sims": prepped.pair_similarity.tolist()},
+            official_output=method.faithful_quirks))
         trainer.predict(module, loader, return_predictions=False)
     trainer.strategy.barrier()
     result = JobResult(run, {}, len(done), len(todo))

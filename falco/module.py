@@ -19,15 +19,18 @@ from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .config import MethodConfig
 from .optimize import compute_targets, optimize_latents
 from .pipeline import Prepped
+from .quirks import official_range
 
 
 class AnonymizeDataset(Dataset):
     """Items still to do: aligned original, its landmarks, and its starting latents."""
 
-    def __init__(self, prepped: Prepped, todo: list[int], init: str = "fake") -> None:
+    def __init__(self, prepped: Prepped, todo: list[int], init: str = "fake", official_target: bool = False) -> None:
         self.p = prepped
         self.todo = todo  # indices into prepped.prepared.ok
         self.init = init
+        # faithful_quirks: the losses' target is the unaligned photo in [0, 1] (falco/quirks.py)
+        self.official_target = official_target
 
     def __len__(self) -> int:
         return len(self.todo)
@@ -35,6 +38,8 @@ class AnonymizeDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         k = self.todo[i]
         image, landmarks = self.p.prepared.get(self.p.prepared.ok[k])
+        if self.official_target:
+            image = official_range(self.p.prepared.unaligned(self.p.prepared.ok[k]))
         fake = self.p.pool["latents"][self.p.pair_index[k]]
         inv = self.p.inversion[k] if self.p.inversion is not None else fake
         init = inv if self.init == "inversion" else fake

@@ -45,6 +45,7 @@ class StageKnobs:
     pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
     frame_samples: int = 64  # generator samples used to measure its face frame
     batch: int = 32  # images per batch in the batched stages
+    keep_unaligned: bool = False  # also store each photo unaligned (set by method.faithful_quirks)
 
 
 @dataclass
@@ -94,8 +95,11 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
 
     prep_spec = {"data": source.fingerprint(), "frame": keys["frame"], "size": res,
                  "alignment": nets.alignment, "min_prob": nets.detector.min_prob}
+    if knobs.keep_unaligned:  # only then: the default's cache keys stay what they were
+        prep_spec["unaligned"] = True
     prepared = Prepared(stage("prepare", prep_spec, lambda out: run_prepare(
-        source, nets.detector, out, alignment=nets.alignment, template=template, size=res)))
+        source, nets.detector, out, alignment=nets.alignment, template=template, size=res,
+        keep_unaligned=knobs.keep_unaligned)))
 
     inversion = None
     if nets.inversion is not None:

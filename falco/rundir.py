@@ -25,6 +25,8 @@ import torch
 
 from .data.imageio import atomic_torch_save, atomic_write_text
 
+IMAGE_EXTS = ("png", "jpg")  # release image formats: lossless PNG, JPEG (official output quirk)
+
 
 def _slot(item_id: str) -> tuple[str, str]:
     h = hashlib.sha256(item_id.encode()).hexdigest()[:24]
@@ -52,8 +54,12 @@ class RunDir:
         sub, h = _slot(item_id)
         return self.private / "latents" / sub / f"{h}.pt"
 
-    def image_path(self, pseudonym: str) -> Path:
-        return self.images / f"{pseudonym}.png"
+    def image_path(self, pseudonym: str, ext: str | None = None) -> Path:
+        """The release image of a pseudonym: `<pseudonym>.<ext>` to write; without ext, the file
+        that exists (PNG by default, JPEG under method.faithful_quirks)."""
+        if ext is None:
+            ext = next((e for e in IMAGE_EXTS if (self.images / f"{pseudonym}.{e}").exists()), "png")
+        return self.images / f"{pseudonym}.{ext}"
 
     def write_latent(self, item_id: str, latent: torch.Tensor) -> None:
         atomic_torch_save(latent.detach().cpu().clone(), self.latent_path(item_id))
@@ -88,7 +94,8 @@ class RunDir:
             if claim["id"] not in ids:
                 continue
             if not self.record_path(claim["id"]).is_file():
-                for out in (self.image_path(claim["pseudonym"]), self.latent_path(claim["id"])):
+                images = [self.image_path(claim["pseudonym"], e) for e in IMAGE_EXTS]
+                for out in (*images, self.latent_path(claim["id"])):
                     out.unlink(missing_ok=True)
                     for temp in out.parent.glob(f".{out.name}.*.tmp"):  # killed inside an atomic write
                         temp.unlink(missing_ok=True)

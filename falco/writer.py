@@ -14,7 +14,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from .data.imageio import to_uint8, write_png_clean
+from .data.imageio import to_uint8, write_jpeg_clean, write_png_clean
+from .quirks import JPEG_QUALITY, adaptive_uint8
 from .rundir import RunDir, new_pseudonym
 
 
@@ -26,20 +27,25 @@ def _loss_summary(history: torch.Tensor) -> dict:
 
 
 class RecordWriter(BasePredictionWriter):
-    def __init__(self, run: RunDir, entries: list[dict], context: dict[str, Any]) -> None:
+    def __init__(self, run: RunDir, entries: list[dict], context: dict[str, Any], *,
+                 official_output: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.run = run
+        self.official_output = official_output  # faithful_quirks: min-max scaled JPEG q75 (falco/quirks.py)
         self.entries = entries  # prepared ok entries, indexed by the batch's "index"
         self.context = context  # judge name, stage keys, method name: copied into every record
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        images = to_uint8(prediction["images"].cpu())
+        images = adaptive_uint8(prediction["images"]) if self.official_output else to_uint8(prediction["images"].cpu())
         for j, k in enumerate(prediction["index"].tolist()):
             entry = self.entries[k]
             pseudonym = new_pseudonym()
             self.run.claim(entry["id"], pseudonym)
-            write_png_clean(self.run.image_path(pseudonym), images[j])
+            if self.official_output:
+                write_jpeg_clean(self.run.image_path(pseudonym, "jpg"), images[j], quality=JPEG_QUALITY)
+            else:
+                write_png_clean(self.run.image_path(pseudonym, "png"), images[j])
             self.run.write_latent(entry["id"], prediction["latents"][j])
             self.run.write_record({
                 "id": entry["id"], "pseudonym": pseudonym, "status": "ok", "reason": None,

@@ -185,7 +185,7 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> float32 (1, 3, H, W) in [-1, 1] (0 -> -1, 255 -> 1)."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)
     return (tensor.float() / 127.5 - 1.0).unsqueeze(0)
 
 
@@ -209,12 +209,19 @@ def write_png_clean(path: str | os.PathLike, image: np.ndarray, *, compress_leve
     The PNG is built from the bare pixel array, so nothing of an original (EXIF, ICC, XMP,
     text chunks, DPI) can travel with it: the file holds only IHDR, IDAT and IEND chunks.
     """
+    _write_clean(path, image, format="PNG", compress_level=compress_level)
+
+
+def write_jpeg_clean(path: str | os.PathLike, image: np.ndarray, *, quality: int = 75) -> None:
+    """Write uint8 (H, W, 3) as a JPEG with no metadata (no EXIF, ICC or comment), atomically."""
+    _write_clean(path, image, format="JPEG", quality=quality)
+
+
+def _write_clean(path: str | os.PathLike, image: np.ndarray, **save: Any) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(
-        buffer, format="PNG", compress_level=compress_level
-    )
+    Image.fromarray(np.ascontiguousarray(image), mode="RGB").save(buffer, **save)
     atomic_write_bytes(path, buffer.getvalue())
 
 

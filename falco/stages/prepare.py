@@ -8,7 +8,8 @@ derived from these aligned landmarks, once per original, and applied to every ge
 
 Artefacts (in the stage's cache entry): `items.json` (one entry per item: id, status, reason,
 identity, labels, detection probability, shard and row) and `shard_XXXXX.pt` tensors:
-`aligned` uint8 (n,3,S,S), `landmarks` float32 (n,5,2) pixels in the aligned frame.
+`aligned` uint8 (n,3,S,S), `landmarks` float32 (n,5,2) pixels in the aligned frame, and with
+`keep_unaligned` (method.faithful_quirks) `unaligned` uint8 (n,3,S,S): the whole photo resized.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..align import ffhq_theta, map_points, theta_from_landmarks
 from ..backbones.base import warp
 from ..data.items import SkipImage, SourceItem
 from ..detect import FaceDetector
+from ..quirks import unaligned_target
 
 SHARD = 1024  # items per tensor shard: bounds memory whatever the dataset size
 DETECT_CHUNK = 32  # photos read and detected together (bounds memory; MTCNN batches equal sizes)
@@ -69,18 +71,21 @@ def align_one(photo: np.ndarray, det_landmarks: np.ndarray, alignment: str, temp
 
 
 def run_prepare(source: Source, detector: FaceDetector, out: Path, *, alignment: str,
-                template: torch.Tensor, size: int) -> None:
+                template: torch.Tensor, size: int, keep_unaligned: bool = False) -> None:
     entries: list[dict] = []
     buf_img: list[torch.Tensor] = []
     buf_lm: list[torch.Tensor] = []
+    buf_raw: list[torch.Tensor] = []
     shard = 0
 
     def flush() -> None:
-        nonlocal shard, buf_img, buf_lm
+        nonlocal shard, buf_img, buf_lm, buf_raw
         if buf_img:
-            torch.save({"aligned": torch.stack(buf_img), "landmarks": torch.stack(buf_lm)},
-                       out / f"shard_{shard:05d}.pt")
-            shard, buf_img, buf_lm = shard + 1, [], []
+            tensors = {"aligned": torch.stack(buf_img), "landmarks": torch.stack(buf_lm)}
+            if keep_unaligned:
+                tensors["unaligned"] = torch.stack(buf_raw)
+            torch.save(tensors, out / f"shard_{shard:05d}.pt")
+            shard, buf_img, buf_lm, buf_raw = shard + 1, [], [], []
 
     bar = tqdm(total=len(source.items), desc="prepare: detect + align", unit="img")
     for c in range(0, len(source.items), DETECT_CHUNK):
@@ -106,6 +111,8 @@ def run_prepare(source: Source, detector: FaceDetector, out: Path, *, alignment:
                 entries.append({**entry, "prob": dets[j].prob, "shard": shard, "row": len(buf_img)})
                 buf_img.append(aligned)
                 buf_lm.append(lm)
+                if keep_unaligned:
+                    buf_raw.append(unaligned_target(got, size))
                 if len(buf_img) == SHARD:
                     flush()
         bar.update(len(chunk))
@@ -132,3 +139,10 @@ class Prepared:
         """(aligned float (3,S,S) in [-1,1], landmarks (5,2)) of an ok entry."""
         data = self._load(entry["shard"])
         return data["aligned"][entry["row"]].float() / 127.5 - 1, data["landmarks"][entry["row"]]
+
+    def unaligned(self, entry: dict) -> torch.Tensor:
+        """The whole photo resized, float (3,S,S) in [-1,1] (prepared with keep_unaligned)."""
+        data = self._load(entry["shard"])
+        if "unaligned" not in data:
+            raise KeyError("this prepare entry was computed without keep_unaligned (method.faithful_quirks)")
+        return data["unaligned"][entry["row"]].float() / 127.5 - 1
