@@ -20,7 +20,9 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
+from evaluation.objective import Objective, from_config, trial_objective
 from falco.config import MethodConfig, register
 from falco.detect import FaceDetector
 from falco.job import parse_shard, run_job
@@ -87,12 +89,26 @@ def output_dir(cfg: DictConfig) -> str:
     return cfg.run_dir
 
 
+def search_objective(cfg: DictConfig) -> Objective | None:
+    """The `objective:` block of a search trial (experiments/optuna_search.yaml), checked before the run."""
+    if cfg.get("objective") is None:
+        return None
+    if cfg.shard is not None or cfg.stages_only:
+        raise ValueError("objective: is scored on a whole run; it does not combine with shard= or stages_only=true")
+    return from_config(cfg.objective)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = run(cfg, output_dir(cfg))
+    objective = search_objective(cfg)
+    out = output_dir(cfg)
+    result = run(cfg, out)
     if result.skipped:
         _skipped_jobs.append(str(result.run.root))
-    # The return value is what sweepers (Optuna) optimize: here the white-box re-ID share.
+    # The return value is what sweepers (Optuna) optimize: with an `objective:` block, the
+    # evaluation suite's score of this run (rank 0 only); else the white-box re-ID share.
+    if objective is not None:
+        return trial_objective(out, objective)["value"] if rank_zero_only.rank == 0 else None
     return result.summary.get("identity", {}).get("verified_as_original")
 
 

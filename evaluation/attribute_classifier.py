@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -112,6 +112,8 @@ def evaluate_classifier(model: AttributeClassifier, data: Data, *, batch_size: i
     """Accuracy and balanced accuracy per attribute vs labels (see metrics/attributes.py)."""
     probs, labels = [], []
     for x, y in _loader(data, batch_size, False, 0):
+        if len(x) == 0:
+            continue
         probs.append(model.predict_proba(x, batch_size))
         labels.append(y)
     return attribute_accuracy(torch.cat(probs), torch.cat(labels).long(), names=model.config.names)
@@ -119,12 +121,14 @@ def evaluate_classifier(model: AttributeClassifier, data: Data, *, batch_size: i
 
 def train_classifier(model: AttributeClassifier, data: Data, *, epochs: int = 10, lr: float = 1e-3,
                      weight_decay: float = 1e-4, batch_size: int = 64, val: Data | None = None,
-                     device: str | torch.device = "cpu", seed: int = 0) -> list[dict]:
+                     device: str | torch.device = "cpu", seed: int = 0, log_every: int = 0,
+                     progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Multi-label BCE training with AdamW; returns one record per epoch.
 
     data / val: (images (N,3,H,W) in [-1,1], labels (N,A) in {0,1}) or a DataLoader yielding
-    such batches. Each record: {"epoch", "loss" (mean train BCE), and with val:
-    "val_accuracy_mean", "val_balanced_accuracy_mean"}.
+    such batches (an empty batch is skipped). Each record: {"epoch", "loss" (mean train BCE),
+    and with val: "val_accuracy_mean", "val_balanced_accuracy_mean"}. `progress` receives every
+    epoch record, and every `log_every` batches (0 = never) {"epoch", "batch", "loss"}.
     """
     torch.manual_seed(seed)
     model.to(device)
@@ -133,19 +137,25 @@ def train_classifier(model: AttributeClassifier, data: Data, *, epochs: int = 10
     for epoch in range(epochs):
         model.train()
         total, count = 0.0, 0
-        for x, y in _loader(data, batch_size, True, seed + epoch):
+        for batch, (x, y) in enumerate(_loader(data, batch_size, True, seed + epoch)):
+            if len(x) == 0:
+                continue
             x, y = x.to(device), y.to(device).float()
             loss = F.binary_cross_entropy_with_logits(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, count = total + float(loss.detach()) * len(x), count + len(x)
+            if progress is not None and log_every and (batch + 1) % log_every == 0:
+                progress({"epoch": epoch, "batch": batch + 1, "loss": float(loss.detach())})
         record = {"epoch": epoch, "loss": total / max(count, 1)}
         if val is not None:
             v = evaluate_classifier(model, val, batch_size=batch_size)
             record.update(val_accuracy_mean=v["accuracy_mean"],
                           val_balanced_accuracy_mean=v["balanced_accuracy_mean"])
         history.append(record)
+        if progress is not None:
+            progress(record)
     return history
 
 
@@ -164,6 +174,10 @@ def save_classifier(model: AttributeClassifier, path: str | os.PathLike) -> Path
 
 def load_classifier(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> AttributeClassifier:
     """Rebuild a classifier saved by `save_classifier` (plain tensors only: weights_only)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"attribute classifier not found: {path}; train one on the real train split "
+                                "with `python -m evaluation.train_attribute_classifier data=celebahq "
+                                f"data.root=/path/to/CelebAMask-HQ out={path}`")
     payload = torch.load(path, map_location=map_location, weights_only=True)
     cfg = dict(payload["config"])
     cfg["names"] = tuple(cfg["names"])

@@ -24,9 +24,9 @@ from falco.stages.prepare import Prepared
 
 from .attribute_classifier import load_classifier
 from .baselines import BASELINES
+from .metrics.attributes import attribute_accuracy, attribute_agreement
 from .metrics.consistency import identity_consistency
 from .metrics.detection import best_landmarks, detect, detection_rate, mtcnn_detector
-from .metrics.attributes import attribute_accuracy, attribute_agreement
 from .metrics.geometry import landmark_nme
 from .metrics.reid import identification, matrix_from_pair_distance, verification
 from .summary import flatten

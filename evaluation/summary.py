@@ -34,7 +34,26 @@ def flatten(results: dict) -> dict[str, dict]:
         metrics["gender_agreement"] = _m(att["gender"]["agreement"], att["network"], att["white_box"])
     if "age" in att:
         metrics["age_mae"] = _m(att["age"]["mae"], att["network"], att["white_box"])
+    if "classifier" in results:
+        metrics.update(_classifier(results["classifier"]))
     for k in ("fid", "kid_mean"):
         if k in results.get("quality", {}):
             metrics[k.replace("_mean", "")] = _m(results["quality"][k])
     return metrics
+
+
+def _classifier(c: dict) -> dict[str, dict]:
+    """The 40-attribute classifier's figures: agreement with the originals' predictions (mean,
+    balanced, per attribute) and, with labels, accuracy of the anonymized and of the originals."""
+    name, out = c["network"], {}
+    for report, kind in ((c["agreement"], "agreement"), (c.get("accuracy"), "accuracy"),
+                         (c.get("accuracy_originals"), "accuracy_originals")):
+        if report is None:
+            continue
+        plain = kind.replace("_originals", "")
+        out[f"attr_{kind}_mean@{name}"] = _m(report[f"{plain}_mean"], name, False)
+        out[f"attr_balanced_{kind}_mean@{name}"] = _m(report[f"balanced_{plain}_mean"], name, False)
+        if kind != "accuracy_originals":
+            for attribute, v in report["per_attribute"].items():
+                out[f"attr_{kind}.{attribute}@{name}"] = _m(v[plain], name, False)
+    return out

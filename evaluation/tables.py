@@ -20,7 +20,8 @@ Kinds the layouts know:
     detection                       detection rate, judge = detector
     fid, kid                        image quality (metrics/quality.py)
     attr_agreement_mean, attr_balanced_agreement_mean, attr_accuracy_mean,
-    attr_balanced_accuracy_mean, attr_agreement.<Attribute>, age_mae, gender_agreement
+    attr_balanced_accuracy_mean, attr_accuracy_originals_mean, attr_balanced_accuracy_originals_mean,
+    attr_agreement.<Attribute>, attr_accuracy.<Attribute>, age_mae, gender_agreement
 Any other "reid_*" kind also lands in the re-ID columns; other kinds only in all_metrics.csv.
 Every re-ID column says whether its judge is white-box (used by the loss) or held-out.
 
@@ -52,6 +53,8 @@ KIND_LABELS = {
     "detection": "Detection", "fid": "FID", "kid": "KID", "age_mae": "Age MAE (years)",
     "attr_agreement_mean": "Attribute agreement", "attr_balanced_agreement_mean": "Balanced agreement",
     "attr_accuracy_mean": "Attribute accuracy", "attr_balanced_accuracy_mean": "Balanced accuracy",
+    "attr_accuracy_originals_mean": "Attribute accuracy of the originals",
+    "attr_balanced_accuracy_originals_mean": "Balanced accuracy of the originals",
     "gender_agreement": "Gender agreement",
 }
 PERCENT = ("reid", "detection", "attr_", "gender_agreement")  # kinds shown as percentages

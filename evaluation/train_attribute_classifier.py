@@ -1,0 +1,144 @@
+"""Train the 40-attribute CelebA classifier on a dataset's real TRAIN split and save it.
+
+    python -m evaluation.train_attribute_classifier data=celebahq data.root=/data/CelebAMask-HQ \
+        out=weights/celeba_resnet18.pt
+    python evaluate.py run_dir=outputs/RUN attribute_classifier=weights/celeba_resnet18.pt
+
+The classifier learns from the photos of `data` (split `data.split`, train by default) with
+their attribute labels, is measured after every epoch and at the end on `val_split` (accuracy
+and balanced accuracy per attribute, torchmetrics), and is saved to `out`; `<out>.json` holds
+the per-epoch history and the final per-attribute figures. Progress goes to the console and
+to the configured logger (CSV by default, under `log_dir`). evaluate.py then applies it to the
+originals and the anonymized images of a run (held-out judge: no loss ever used it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Dataset
+
+from evaluation.attribute_classifier import (
+    AttributeClassifier,
+    ClassifierConfig,
+    evaluate_classifier,
+    save_classifier,
+    train_classifier,
+)
+from falco.data.imageio import atomic_write_text, to_tensor
+from falco.data.items import SkipImage
+
+log = logging.getLogger(__name__)
+
+
+class LabelledPhotos(Dataset):
+    """(image (3,S,S) in [-1,1], labels (A,) 0/1) per item of a data source; an unusable file
+    gives None (dropped by `collate` and counted in `skipped`)."""
+
+    def __init__(self, source: Any, names: tuple[str, ...], size: int) -> None:
+        self.source, self.names, self.size = source, names, size
+        self.items = [it for it in source.items if all(n in it.labels for n in names)]
+        self.skipped: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        item = self.items[index]
+        try:
+            photo = to_tensor(self.source.read(item))
+        except SkipImage as err:
+            log.warning("skipped %s: %s", item.id, err)
+            self.skipped.add(item.id)
+            return None
+        image = F.interpolate(photo, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=photo.shape[-1] > self.size)[0]
+        return image, torch.tensor([int(item.labels[n]) for n in self.names])
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the usable samples of a batch (possibly none: an empty batch)."""
+    kept = [b for b in batch if b is not None]
+    if not kept:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.stack([b[0] for b in kept]), torch.stack([b[1] for b in kept])
+
+
+def labelled_split(cfg: DictConfig, split: str | None, names: tuple[str, ...]) -> LabelledPhotos:
+    """The photos of `cfg.data` (at `split` when given) that carry every attribute in `names`."""
+    if "root" in cfg.data and (OmegaConf.is_missing(cfg.data, "root") or cfg.data.root is None):
+        raise ValueError("data.root is required: the dataset folder, e.g. data.root=/data/CelebAMask-HQ")
+    overrides = {} if split is None else {"split": split}
+    if split is not None and "split" not in cfg.data:
+        raise ValueError(f"val_split={split!r} needs a data config with splits (data=celebahq); set val_split=null")
+    source = instantiate(cfg.data, generator=None, **overrides)
+    photos = LabelledPhotos(source, names, cfg.input_size)
+    if not photos.items:
+        where = f"split {split!r} of " if split else ""
+        raise ValueError(f"no image of {where}{source.name} carries the {len(names)} attribute labels the "
+                         f"classifier learns (e.g. {names[0]!r}); train on a labelled dataset such as data=celebahq")
+    return photos
+
+
+def _loader(cfg: DictConfig, photos: LabelledPhotos, shuffle: bool) -> DataLoader:
+    return DataLoader(photos, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.num_workers,
+                      collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
+
+
+def _progress(logger: Any):
+    """Console line and logger entry for each progress record of `train_classifier`."""
+    def report(record: dict) -> None:
+        text = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
+        log.info("%s", text)
+        if logger is not None:
+            metrics = {f"classifier/{k}": float(v) for k, v in record.items() if k not in ("epoch", "batch")}
+            logger.log_metrics({**metrics, "epoch": record["epoch"]})
+    return report
+
+
+def train_from_config(cfg: DictConfig) -> dict:
+    """The whole command for a composed conf/train_classifier.yaml; returns what <out>.json holds."""
+    model = AttributeClassifier(ClassifierConfig(arch=cfg.arch, input_size=cfg.input_size, width=cfg.width))
+    names = model.config.names
+    train = labelled_split(cfg, None, names)
+    val = labelled_split(cfg, cfg.val_split, names) if cfg.val_split else None
+    log.info("training %s on %d images of %s (%s)", cfg.arch, len(train), train.source.name,
+             f"{len(val)} {cfg.val_split} images" if val else "no validation split")
+    logger = instantiate(cfg.logger, save_dir=cfg.log_dir) if cfg.logger.get("_target_") else None
+    history = train_classifier(model, _loader(cfg, train, True), epochs=cfg.epochs, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
+                               val=_loader(cfg, val, False) if val else None, device=cfg.device,
+                               seed=cfg.seed, log_every=cfg.log_every, progress=_progress(logger))
+    measured_on = val or train
+    final = evaluate_classifier(model, _loader(cfg, measured_on, False), batch_size=cfg.batch_size)
+    path = save_classifier(model.cpu(), cfg.out)
+    counted = cfg.num_workers == 0  # DataLoader workers skip in their own copies of the dataset
+    report = {"weights": str(path), "data": train.source.name, "train_images": len(train),
+              "skipped": sorted(train.skipped | (val.skipped if val else set())) if counted else None,
+              "measured_on": cfg.val_split or "train (no val_split: an optimistic figure)",
+              "history": history, "final": final}
+    atomic_write_text(Path(f"{path}.json"), json.dumps(report, indent=1))
+    if logger is not None:
+        logger.log_metrics({"classifier/final_accuracy_mean": final["accuracy_mean"],
+                            "classifier/final_balanced_accuracy_mean": final["balanced_accuracy_mean"]})
+        logger.save()
+    log.info("saved %s: accuracy %.4f, balanced accuracy %.4f on %s", path, final["accuracy_mean"],
+             final["balanced_accuracy_mean"], report["measured_on"])
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train_classifier")
+def main(cfg: DictConfig) -> None:
+    train_from_config(cfg)
+
+
+if __name__ == "__main__":
+    main()
