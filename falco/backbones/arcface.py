@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import IdentityEncoder, warp
+from .base import IdentityEncoder, resize, warp
 from .checkpoints import user_checkpoint
 from .irse50 import make_body, make_input_layer, with_batchnorm_counters
 
@@ -52,8 +52,7 @@ def _resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
         short, long = min(h, w), max(h, w)
         new_long = int(size * long / short)
         new_hw = (size, new_long) if h <= w else (new_long, size)
-        image = F.interpolate(image, size=new_hw, mode="bilinear", align_corners=False,
-                              antialias=True)
+        image = resize(image, new_hw)
         top = int(round((new_hw[0] - size) / 2.0))
         left = int(round((new_hw[1] - size) / 2.0))
         image = image[:, :, top:top + size, left:left + size]

@@ -14,6 +14,7 @@ whole image to the network's input size".
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -46,13 +47,22 @@ class LatentLayout:
         return mask
 
 
+def resize(image: torch.Tensor, size_hw: tuple[int, int], antialias: bool = True) -> torch.Tensor:
+    """Bilinear resize of (N,C,H,W) (align_corners=False; antialias as torchvision's Resize).
+
+    Computed and returned in float32, with autocast off: CPU has no bf16 antialiased kernel
+    (CPU autocast would cast the input to bf16 and the kernel raises), and the official code
+    resizes in float32."""
+    with torch.autocast(image.device.type, enabled=False):
+        return F.interpolate(image.float(), size=size_hw, mode="bilinear", align_corners=False, antialias=antialias)
+
+
 def warp(image: torch.Tensor, theta: torch.Tensor | None, size: int) -> torch.Tensor:
     """Differentiable crop of `image` (N,3,H,W) to (N,3,size,size) by `theta` (N,2,3)."""
     if theta is None:
         if image.shape[-2:] == (size, size):
             return image
-        return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False,
-                             antialias=image.shape[-1] > size)
+        return resize(image, (size, size), antialias=image.shape[-1] > size)
     theta = theta.to(device=image.device, dtype=image.dtype)
     grid = F.affine_grid(theta, [image.shape[0], image.shape[1], size, size], align_corners=False)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -73,6 +83,19 @@ class Generator(nn.Module, metaclass=ABCMeta):
 
     @abstractmethod
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+    def partial_synthesis(self, latent: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """f(part) == synthesize(latent with its trainable layers replaced by part), for a
+        latent optimization that calls it at every step: generators that can do the fixed
+        layers' work once per batch override this (build and call it under one autocast state).
+
+        latent: (B, *layout.shape); part: (B, stop - start, ...) for layered latents, else the
+        whole (B, *layout.shape) latent."""
+        if not self.layout.layered:
+            return self.synthesize
+        start, stop = self.layout.trainable
+        head, tail = latent[:, :start].detach(), latent[:, stop:].detach()
+        return lambda part: self.synthesize(torch.cat([head, part, tail], dim=1))
 
 
 class IdentityEncoder(nn.Module, metaclass=ABCMeta):

@@ -112,6 +112,17 @@ def test_batch_independent_bf16_and_differentiable(arcface, inputs):
     assert all(p.grad is None for p in arcface.parameters())
 
 
+def test_generator_sized_images_under_bf16_autocast(arcface, inputs):
+    """A 1024-px generator image is resized (antialiased) before the crop; CPU has no bf16
+    kernel for that, so the resize must run in fp32 even inside autocast."""
+    big = torch.nn.functional.interpolate(inputs["x256"], size=(512, 512), mode="bilinear")
+    with torch.no_grad():
+        ref = arcface.embed(big)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = arcface.embed(big)
+    assert float((low * ref).sum(dim=1).min()) > 0.95
+
+
 class NotATensor:
     pass
 
