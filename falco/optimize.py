@@ -70,13 +70,15 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     batch, so with fp16 images are no longer independent of their batch mates).
     """
     code = LatentCode(generator.layout, init.float(), None if fixed is None else fixed.float())
+    # The fixed layers' share of the synthesis is done once here, not at every step.
+    synthesize = generator.partial_synthesis(code().detach())
     optimizer = torch.optim.Adam(code.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones_for(steps, milestones), gamma)
     batch = init.shape[0]
     history = torch.zeros(steps, batch, 3, device=init.device)
     distance = torch.zeros(steps, batch, device=init.device)
     for step in range(steps):
-        image = generator.synthesize(code())
+        image = synthesize(code.trainable)
         emb = identity.embed(image, targets.theta_id).float()
         d = identity.distance(emb, targets.identity)
         l_id = identity_loss(d, margin_distance, id_loss)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AttributeEncoder
+from .base import AttributeEncoder, resize
 from .checkpoints import user_checkpoint
 
 FILENAME = "FaRL-Base-Patch16-LAIONFace20M-ep64.pth"
@@ -167,7 +167,7 @@ def _resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     short, long = min(h, w), max(h, w)
     new_long = int(size * long / short)
     new_hw = (size, new_long) if h <= w else (new_long, size)
-    image = F.interpolate(image, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
+    image = resize(image, new_hw)
     top, left = int(round((new_hw[0] - size) / 2.0)), int(round((new_hw[1] - size) / 2.0))
     return image[:, :, top:top + size, left:left + size]
 
