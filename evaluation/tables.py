@@ -61,7 +61,7 @@ PERCENT = ("reid", "detection", "attr_", "gender_agreement")  # kinds shown as p
 ORDER = ("reid_top1", "reid_top5", "reid_tar_far1e-3", "reid_tar_far1e-2", "reid_native")  # ours first
 MAIN = ("reid", "detection", "fid", "kid")
 ATTRIBUTES = ("attr_", "age_mae", "gender_agreement")
-MARGIN = ("reid", "attr_agreement_mean", "attr_balanced_agreement_mean", "fid")
+MARGIN = ("reid", "attr_agreement_mean", "attr_balanced_agreement_mean", "gender_agreement", "fid")
 NOTE = ("Lower is better for re-ID, FID, KID and age MAE; higher for detection and attributes. "
         "white-box = the judge the anonymization loss used (optimistic); held-out = independent.")
 

@@ -4,7 +4,7 @@
         out=weights/celeba_resnet18.pt
     python evaluate.py run_dir=outputs/RUN attribute_classifier=weights/celeba_resnet18.pt
 
-The classifier learns from the photos of `data` (split `data.split`, train by default) with
+The classifier learns from the photos of `data` (split `split`, train by default) with
 their attribute labels, is measured after every epoch and at the end on `val_split` (accuracy
 and balanced accuracy per attribute, torchmetrics), and is saved to `out`; `<out>.json` holds
 the per-epoch history and the final per-attribute figures. Progress goes to the console and
@@ -73,13 +73,17 @@ def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def labelled_split(cfg: DictConfig, split: str | None, names: tuple[str, ...]) -> LabelledPhotos:
-    """The photos of `cfg.data` (at `split` when given) that carry every attribute in `names`."""
-    if "root" in cfg.data and (OmegaConf.is_missing(cfg.data, "root") or cfg.data.root is None):
+    """The photos of `cfg.data` (its split `split`; None = all) that carry every attribute in `names`."""
+    target = str(cfg.data.get("_target_", ""))
+    if target.endswith(".synthetic"):
+        raise ValueError("data=synthetic has no attribute labels; train the classifier on a labelled dataset "
+                         "such as data=celebahq data.root=/path/to/CelebAMask-HQ")
+    if OmegaConf.is_missing(cfg.data, "root") or ("root" in cfg.data and cfg.data.root is None):
         raise ValueError("data.root is required: the dataset folder, e.g. data.root=/data/CelebAMask-HQ")
-    overrides = {} if split is None else {"split": split}
     if split is not None and "split" not in cfg.data:
-        raise ValueError(f"val_split={split!r} needs a data config with splits (data=celebahq); set val_split=null")
-    source = instantiate(cfg.data, generator=None, **overrides)
+        raise ValueError(f"split={split!r} needs a data config with splits (data=celebahq); with this one set "
+                         "split=null val_split=null")
+    source = instantiate(cfg.data, generator=None, **({} if split is None else {"split": split}))
     photos = LabelledPhotos(source, names, cfg.input_size)
     if not photos.items:
         where = f"split {split!r} of " if split else ""
@@ -108,7 +112,7 @@ def train_from_config(cfg: DictConfig) -> dict:
     """The whole command for a composed conf/train_classifier.yaml; returns what <out>.json holds."""
     model = AttributeClassifier(ClassifierConfig(arch=cfg.arch, input_size=cfg.input_size, width=cfg.width))
     names = model.config.names
-    train = labelled_split(cfg, None, names)
+    train = labelled_split(cfg, cfg.split, names)
     val = labelled_split(cfg, cfg.val_split, names) if cfg.val_split else None
     log.info("training %s on %d images of %s (%s)", cfg.arch, len(train), train.source.name,
              f"{len(val)} {cfg.val_split} images" if val else "no validation split")
@@ -123,7 +127,7 @@ def train_from_config(cfg: DictConfig) -> dict:
     counted = cfg.num_workers == 0  # DataLoader workers skip in their own copies of the dataset
     report = {"weights": str(path), "data": train.source.name, "train_images": len(train),
               "skipped": sorted(train.skipped | (val.skipped if val else set())) if counted else None,
-              "measured_on": cfg.val_split or "train (no val_split: an optimistic figure)",
+              "measured_on": cfg.val_split or f"{cfg.split or 'all'} (no val_split: an optimistic figure)",
               "history": history, "final": final}
     atomic_write_text(Path(f"{path}.json"), json.dumps(report, indent=1))
     if logger is not None:

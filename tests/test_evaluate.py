@@ -7,6 +7,7 @@ import json
 from hydra import compose, initialize_config_dir
 
 from evaluate import evaluate
+from evaluation.attribute_classifier import AttributeClassifier, ClassifierConfig, save_classifier
 from evaluation.make_tables import main as make_tables
 from tests.conftest import ROOT
 from train import run
@@ -20,14 +21,20 @@ def _eval(run_dir, *overrides):
 def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     out = tmp_path / "run"
     run(fast_cfg("data.identities=6", "method.steps=20"), str(out))
-    falco = _eval(out)
+    names = ("Smiling", "Male")  # an (untrained) attribute classifier: the hook, not its skill
+    clf = save_classifier(AttributeClassifier(ClassifierConfig("small_cnn", 32, names, 8)), tmp_path / "clf.pt")
+    falco = _eval(out, f"attribute_classifier={clf}")
     m = falco["metrics"]
     assert m["reid_top1@dlib_resnet"]["white_box"] is True  # the loss's own recognizer
     for key in ("reid_top5@dlib_resnet", "reid_native@dlib_resnet", "false_match_unrelated@dlib_resnet",
-                "detection", "landmark_nme", "gender_agreement", "age_mae"):
+                "detection", "landmark_nme", "gender_agreement", "age_mae", "attr_agreement_mean@clf",
+                "attr_agreement.Smiling@clf"):
         assert key in m and m[key]["value"] is not None, key
+    assert "attr_accuracy_mean@clf" not in m  # synthetic faces carry no attribute labels
+    assert all(v["white_box"] is not None for k, v in m.items() if k.startswith(("reid", "false_match")))
     assert (out / "eval" / "falco" / "summary.json").is_file()
-    assert list((out / "eval" / "falco").rglob("metrics.csv"))  # logged through the CSV logger
+    logged = next((out / "eval" / "falco").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
+    assert {f"eval/{k}" for k, v in m.items() if v["value"] is not None} <= set(logged)  # every metric logged
 
     # Originals judged against themselves: every one is identified.
     same = _eval(out, "baseline=original")

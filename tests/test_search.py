@@ -3,12 +3,14 @@ and returns the objective, and the sweeper's best value is the best trial's obje
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
 
 import yaml
 
+from evaluation.make_tables import main as make_tables
 from evaluation.objective import from_config, objective_value
 from tests.conftest import FAST, ROOT
 
@@ -35,3 +37,9 @@ def test_two_trial_optuna_search_returns_the_evaluated_objective(tmp_path):
                for value, p in trials.values())
     assert {name for _, p in trials.values() for name in p} >= {"method.margin", "method.id_weight",
                                                                 "method.attr_weight"}
+
+    # The tables command on the two evaluated runs: one margin-table row per trial, by margin.
+    table = make_tables([str(tmp_path / "tables"), str(sweep)])["margin.csv"]
+    ours = [row for row in csv.DictReader(table.open()) if row["Method"] == "falco"]
+    assert [float(row["margin"]) for row in ours] == sorted(float(p["method.margin"]) for _, p in trials.values())
+    assert all(row["Gender agreement % [age_gender]"] for row in ours)  # the search's utility is in the table
