@@ -8,6 +8,7 @@ seen in the image). A *template* gives the same 5 points in a crop's unit coordi
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -84,3 +85,43 @@ def ffhq_theta(landmarks: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tens
     row_x = torch.stack([2 * x[:, 0] / w, 2 * y[:, 0] / w, 2 * c[:, 0] / w - 1], -1)
     row_y = torch.stack([2 * x[:, 1] / h, 2 * y[:, 1] / h, 2 * c[:, 1] / h - 1], -1)
     return torch.stack([row_x, row_y], 1).float()
+
+
+# Typical MTCNN landmarks inside its own box (fractions of the box's width and height), from
+# 42 detections (48 synthetic faces + skimage's astronaut), symmetrized: used to align a face
+# whose landmarks are implausible when `stages.alignment_failure=box`.
+BOX_LANDMARKS = torch.tensor([[0.282, 0.38], [0.718, 0.38], [0.5, 0.59], [0.313, 0.77], [0.687, 0.77]])
+
+
+def box_landmarks(box: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(5,2) pixel landmarks placed by BOX_LANDMARKS in a detector box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return BOX_LANDMARKS * torch.tensor([x1 - x0, y1 - y0]) + torch.tensor([x0, y0])
+
+
+def implausible_landmarks(landmarks: np.ndarray | torch.Tensor, box: np.ndarray | torch.Tensor) -> str | None:
+    """Why 5 landmarks (eyes, nose, mouth corners) cannot align a face, or None when they can.
+
+    Rejected: a point far outside the box, eyes closer than 15% of the box width, or a mouth
+    that is not below the eyes in the face's own frame (eye-to-mouth vector more than 60
+    degrees off the eye line's normal, or shorter than 0.4 / longer than 3 eye distances).
+    """
+    lm = torch.as_tensor(np.asarray(landmarks, dtype=np.float64))
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w, h = x1 - x0, y1 - y0
+    if not torch.isfinite(lm).all() or w <= 0 or h <= 0:
+        return "non-finite landmarks or empty box"
+    inside = ((lm[:, 0] > x0 - 0.25 * w) & (lm[:, 0] < x1 + 0.25 * w)
+              & (lm[:, 1] > y0 - 0.25 * h) & (lm[:, 1] < y1 + 0.25 * h))
+    if not bool(inside.all()):
+        return "landmarks outside the face box"
+    eye_vec = lm[1] - lm[0]
+    eye_dist = float(eye_vec.norm())
+    if eye_dist < 0.15 * w:
+        return f"eyes {eye_dist:.1f} px apart in a {w:.0f} px box"
+    down = torch.stack([-eye_vec[1], eye_vec[0]]) / eye_dist  # the eye line's normal, pointing to the mouth
+    mouth_vec = (lm[3] + lm[4]) / 2 - (lm[0] + lm[1]) / 2
+    length = float(mouth_vec.norm())
+    if not 0.4 * eye_dist <= length <= 3 * eye_dist or float(mouth_vec @ down) < 0.5 * length:
+        return "mouth not below the eyes"
+    return None

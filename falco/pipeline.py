@@ -46,6 +46,7 @@ class StageKnobs:
     frame_samples: int = 64  # generator samples used to measure its face frame
     batch: int = 32  # images per batch in the batched stages
     keep_unaligned: bool = False  # also store each photo unaligned (set by method.faithful_quirks)
+    alignment_failure: str = "skip"  # implausible landmarks: skip the image | box (align from the detector box)
 
 
 @dataclass
@@ -97,9 +98,11 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
                  "alignment": nets.alignment, "min_prob": nets.detector.min_prob}
     if knobs.keep_unaligned:  # only then: the default's cache keys stay what they were
         prep_spec["unaligned"] = True
+    if knobs.alignment_failure != "skip":
+        prep_spec["alignment_failure"] = knobs.alignment_failure
     prepared = Prepared(stage("prepare", prep_spec, lambda out: run_prepare(
         source, nets.detector, out, alignment=nets.alignment, template=template, size=res,
-        keep_unaligned=knobs.keep_unaligned)))
+        keep_unaligned=knobs.keep_unaligned, alignment_failure=knobs.alignment_failure)))
 
     inversion = None
     if nets.inversion is not None:

@@ -51,6 +51,7 @@ class RecordWriter(BasePredictionWriter):
                 "id": entry["id"], "pseudonym": pseudonym, "status": "ok", "reason": None,
                 "rank": trainer.global_rank,  # the process that did it (DDP); not part of the result
                 "identity": entry.get("identity"), "labels": entry.get("labels", {}),
+                "alignment": entry.get("alignment", "landmarks"),  # landmarks | box (stages.alignment_failure)
                 "method": self.context["method"], "stage_keys": self.context["stage_keys"],
                 "pair": {"fake": int(self.context["pairs"][k]),
                          "similarity": round(float(self.context["pair_sims"][k]), 6)},

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..align import ffhq_theta, map_points, theta_from_landmarks
+from ..align import box_landmarks, ffhq_theta, implausible_landmarks, map_points, theta_from_landmarks
 from ..backbones.base import warp
 from ..data.items import SkipImage, SourceItem
 from ..detect import FaceDetector
@@ -70,8 +70,29 @@ def align_one(photo: np.ndarray, det_landmarks: np.ndarray, alignment: str, temp
     return aligned_u8, map_points(lm, theta, hw, size)[0]
 
 
+ALIGNMENT_FAILURE = ("skip", "box")
+
+
+def face_landmarks(det, policy: str) -> tuple[np.ndarray | None, dict]:
+    """The landmarks to align with and what the entry records about it.
+
+    Implausible landmarks (falco/align.py) are an alignment failure: `skip` skips the image
+    (reason "alignment_failed"), `box` aligns it from the detector box instead. Either way the
+    entry says how it was aligned ("landmarks" or "box") or why it was not.
+    """
+    why = implausible_landmarks(det.landmarks, det.box)
+    if why is None:
+        return det.landmarks, {"alignment": "landmarks"}
+    if policy == "box":
+        return box_landmarks(det.box).numpy(), {"alignment": "box", "alignment_note": why}
+    return None, {"status": "skipped", "reason": "alignment_failed", "message": f"implausible landmarks: {why}"}
+
+
 def run_prepare(source: Source, detector: FaceDetector, out: Path, *, alignment: str,
-                template: torch.Tensor, size: int, keep_unaligned: bool = False) -> None:
+                template: torch.Tensor, size: int, keep_unaligned: bool = False,
+                alignment_failure: str = "skip") -> None:
+    if alignment_failure not in ALIGNMENT_FAILURE:
+        raise ValueError(f"stages.alignment_failure must be one of {ALIGNMENT_FAILURE}, got {alignment_failure!r}")
     entries: list[dict] = []
     buf_img: list[torch.Tensor] = []
     buf_lm: list[torch.Tensor] = []
@@ -107,8 +128,13 @@ def run_prepare(source: Source, detector: FaceDetector, out: Path, *, alignment:
                 entries.append({**entry, "status": "skipped", "reason": "no_face",
                                 "message": f"MTCNN found no face with probability >= {detector.min_prob}"})
             else:
-                aligned, lm = align_one(got, dets[j].landmarks, alignment, template, size)
-                entries.append({**entry, "prob": dets[j].prob, "shard": shard, "row": len(buf_img)})
+                landmarks, how = face_landmarks(dets[j], alignment_failure)
+                entry = {**entry, "prob": dets[j].prob, **how}
+                if landmarks is None:
+                    entries.append(entry)
+                    continue
+                aligned, lm = align_one(got, landmarks, alignment, template, size)
+                entries.append({**entry, "shard": shard, "row": len(buf_img)})
                 buf_img.append(aligned)
                 buf_lm.append(lm)
                 if keep_unaligned:
