@@ -121,7 +121,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     trainer.strategy.barrier()
     result = JobResult(run, {}, len(done), len(todo))
     if trainer.is_global_zero:
-        records = run.finalize()
+        # Pairs keep their meaning only when all images of a person share one identity (keyed mode).
+        records = run.finalize(pairs=getattr(source, "pairs", None) if method.name == "keyed" else None)
         result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
             result.summary = summarize(run, nets, prepped, records, chunk=batch_size)

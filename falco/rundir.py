@@ -2,6 +2,7 @@
 
 release/images/<pseudonym>.png   anonymized faces, random names, no metadata
 release/labels.csv               the dataset's utility labels re-keyed to pseudonyms
+release/pairs.csv                verification pairs (LFW) re-keyed to pseudonyms, identity-keeping runs only
 private/records/xx/<h>.json      one record per original (written LAST: it means "done")
 private/latents/xx/<h>.pt        optimized latents (they keep the original's inversion layers)
 private/pending/xx/<h>.json      claim: "this id is getting this pseudonym" (only while writing)
@@ -116,8 +117,10 @@ class RunDir:
     def done_ids(self) -> set[str]:
         return {r["id"] for r in self.records()}
 
-    def finalize(self) -> list[dict]:
-        """Gather records into records.jsonl, mapping.csv and release/labels.csv."""
+    def finalize(self, pairs: list[tuple[str, str, bool]] | None = None) -> list[dict]:
+        """Gather records into records.jsonl, mapping.csv and release/labels.csv; with `pairs`
+        (item id A, item id B, same person?), also release/pairs.csv re-keyed to pseudonyms,
+        keeping the pairs whose two images are both released."""
         records = self.records()
         atomic_write_text(self.private / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
                                                                    for r in records))
@@ -127,6 +130,10 @@ class RunDir:
         names = sorted({k for r in ok for k in r.get("labels", {})})
         rows = sorted([[r["pseudonym"]] + [r["labels"].get(k, "") for k in names] for r in ok])
         atomic_write_text(self.release / "labels.csv", _csv(["pseudonym", *names], rows))
+        if pairs is not None:
+            name = {r["id"]: r["pseudonym"] for r in ok}
+            kept = [[name[a], name[b], int(same)] for a, b, same in pairs if a in name and b in name]
+            atomic_write_text(self.release / "pairs.csv", _csv(["pseudonym_a", "pseudonym_b", "same"], kept))
         return records
 
 

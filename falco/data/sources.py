@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -23,11 +24,12 @@ class FileSource:
     """Items that are files on disk (folder, CelebA-HQ, LFW)."""
 
     def __init__(self, name: str, items: list[SourceItem], *, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 min_side: int = DEFAULT_MIN_SIDE) -> None:
+                 min_side: int = DEFAULT_MIN_SIDE, pairs: list[tuple[str, str, bool]] | None = None) -> None:
         self.name = name
         self.items = items
         self.max_pixels = max_pixels
         self.min_side = min_side
+        self.pairs = pairs  # verification pairs (item id A, item id B, same person?) or None
 
     def read(self, item: SourceItem) -> np.ndarray:
         assert item.path is not None
@@ -79,8 +81,11 @@ def celebahq(generator: Generator, root: str, split: str = "all", limit: int | N
 
 
 def lfw(generator: Generator, root: str, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-        min_side: int = DEFAULT_MIN_SIDE) -> FileSource:
-    """LFW people folders (identity = folder name)."""
-    from .lfw import scan_lfw
+        min_side: int = DEFAULT_MIN_SIDE, pairs_file: str | None = "pairs.txt") -> FileSource:
+    """LFW people folders (identity = folder name) and, when present, its verification pairs."""
+    from .lfw import read_pairs, scan_lfw
 
-    return FileSource("lfw", scan_lfw(root, limit=limit), max_pixels=max_pixels, min_side=min_side)
+    pairs = None
+    if pairs_file is not None and (Path(root) / pairs_file).is_file():
+        pairs = read_pairs(Path(root) / pairs_file)
+    return FileSource("lfw", scan_lfw(root, limit=limit), max_pixels=max_pixels, min_side=min_side, pairs=pairs)
