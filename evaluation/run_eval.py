@@ -171,8 +171,9 @@ def evaluate(cfg: DictConfig) -> dict:
         if judge_cfg.enabled:
             results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far)))
     results.update(geometry_and_detection(data, cfg.detection_threshold))
-    if cfg.attributes and data.run_config.attributes.get("net") is not None:
-        results["attributes"] = attribute_metrics(instantiate(data.run_config.attributes.net), data, True)
+    if cfg.attributes and data.run_config.attributes.get("net") is not None:  # white-box for the run's outputs:
+        results["attributes"] = attribute_metrics(  # its loss used this network; no baseline's did
+            instantiate(data.run_config.attributes.net), data, cfg.baseline is None)
     if cfg.get("attribute_classifier"):
         results["classifier"] = classifier_metrics(cfg.attribute_classifier, data)
     if cfg.inception_weights:

@@ -41,6 +41,7 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     assert same["metrics"]["reid_top1@dlib_resnet"]["value"] == 1.0
     assert same["metrics"]["reid_top1@dlib_resnet"]["white_box"] is False  # no loss involved
     blur = _eval(out, "baseline=blur")
+    assert blur["metrics"]["gender_agreement"]["white_box"] is False  # no loss used the network on a baseline
     assert blur["metrics"]["reid_top1@dlib_resnet"]["value"] >= falco["metrics"]["reid_top1@dlib_resnet"]["value"]
 
     written = make_tables([str(tmp_path / "tables"), str(out)])
