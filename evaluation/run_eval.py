@@ -176,6 +176,10 @@ def evaluate(cfg: DictConfig) -> dict:
             instantiate(data.run_config.attributes.net), data, cfg.baseline is None)
     if cfg.get("attribute_classifier"):
         results["classifier"] = classifier_metrics(cfg.attribute_classifier, data)
+    if method == "keyed" and cfg.keyed.enabled:  # the key holder's view: needs the run's key
+        from .keyed_metrics import keyed_report
+
+        results["keyed"] = keyed_report(run_dir, cfg.keyed.other_run_dir, wrong_keys=cfg.keyed.wrong_keys)
     if cfg.inception_weights:
         from .metrics.quality import image_quality
 

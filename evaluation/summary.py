@@ -39,7 +39,26 @@ def flatten(results: dict) -> dict[str, dict]:
     for k in ("fid", "kid_mean"):
         if k in results.get("quality", {}):
             metrics[k.replace("_mean", "")] = _m(results["quality"][k])
+    if "keyed" in results:
+        metrics.update(_keyed(results["keyed"]))
     return metrics
+
+
+def _keyed(r: dict) -> dict[str, dict]:
+    """Keyed mode (evaluation/keyed_metrics.py): anonymity without the key, consistency,
+    diversity (with a run under another key), authentication with the key and with wrong keys."""
+    name, wb = r["judge"], r["white_box"]
+    auth = r["authentication"]
+    out = {f"keyed_false_match_unrelated@{name}": _m(r["unrelated_false_match"]["share"], name, wb),
+           f"keyed_anonymity_verified_as_original@{name}": _m(r["anonymity"]["verified_as_original"], name, wb),
+           f"keyed_consistency_same_verified@{name}": _m(
+               r["consistency"]["same_person_verified_same"]["share"], name, wb),
+           f"keyed_auth_top1_correct_key@{name}": _m(auth["correct_key"]["top1"], name, wb),
+           f"keyed_auth_top1_wrong_keys_mean@{name}": _m(auth["wrong_key_top1_mean"], name, wb)}
+    if "diversity" in r:
+        out[f"keyed_diversity_verified_different@{name}"] = _m(
+            r["diversity"]["same_person_verified_different"], name, wb)
+    return out
 
 
 def _classifier(c: dict) -> dict[str, dict]:

@@ -51,12 +51,24 @@ def two_runs(tmp_path_factory):
 def test_key_never_written_or_printed(two_runs, capfd):
     root, first, _, printed = two_runs
     assert "keyed: " in printed and "enrolment in" in printed  # the runs' output was captured
-    from evaluation.keyed_metrics import keyed_report
+    from hydra import compose, initialize_config_dir
 
-    keyed_report(root / "run1", root / "run2", wrong_keys=2)  # reads the key file named in config.yaml
+    from evaluation.run_eval import evaluate
+    from tests.conftest import ROOT
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run_dir={root / 'run1'}", "logger=csv",
+                                             f"keyed.other_run_dir={root / 'run2'}", "keyed.wrong_keys=2"])
+    summary = evaluate(cfg)  # the suite runs the keyed metrics; it reads the key file named in config.yaml
     out = capfd.readouterr()
+    metrics = summary["metrics"]
+    assert metrics["keyed_auth_top1_correct_key@dlib_resnet"]["white_box"] is True
+    assert {"keyed_consistency_same_verified@dlib_resnet", "keyed_diversity_verified_different@dlib_resnet",
+            "keyed_anonymity_verified_as_original@dlib_resnet", "keyed_false_match_unrelated@dlib_resnet",
+            "keyed_auth_top1_wrong_keys_mean@dlib_resnet"} <= set(metrics)
     files = [p for d in ("run1", "run2") for p in (root / d).rglob("*")]
     assert (root / "run1" / "keyed_summary.json").is_file() and (root / "run1" / "config.yaml").is_file()
+    assert any("keyed_auth_top1" in p.read_text() for p in files if p.name == "metrics.csv")  # logged too
     assert any(p.name == "metrics.csv" for p in files)  # run1's CSV logger wrote in its run directory
     assert not _leaks(files, printed + out.out + out.err)
     config = (root / "run2" / "config.yaml").read_text()
