@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .config import MethodConfig
 from .optimize import compute_targets, optimize_latents
+from .perf.batch_size import images_that_fit, precision_of
 from .pipeline import Prepped
 from .quirks import official_range
 
@@ -52,20 +53,37 @@ class AnonymizeDataset(Dataset):
 
 class AnonymizerModule(pl.LightningModule):
     def __init__(self, generator: Generator, identity: IdentityEncoder, attributes: AttributeEncoder,
-                 method: MethodConfig) -> None:
+                 method: MethodConfig, max_in_flight: int | None = None) -> None:
         super().__init__()
         self.generator, self.identity, self.attributes = generator, identity, attributes
         for net in (generator, identity, attributes):
             net.eval().requires_grad_(False)  # frozen: no weight gradients are ever computed
         self.method = method
+        self.max_in_flight = max_in_flight  # images optimized at once; None = the memory rule
         self.batches_done = 0
 
     def _scaler(self) -> torch.amp.GradScaler | None:
         precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
         return torch.amp.GradScaler("cuda") if precision.startswith("16") else None
 
+    def images_in_flight(self) -> int:
+        """Images optimized at once: `max_in_flight`, else the memory rule (falco/perf/batch_size.py)
+        evaluated at the first batch, under the precision predict_step runs in."""
+        if self.max_in_flight is None:
+            self.max_in_flight = images_that_fit(self.generator, precision_of(self.device), self.device)
+        return self.max_in_flight
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         t0 = time.perf_counter()
+        size = len(batch["index"])
+        chunk = min(size, self.images_in_flight())  # a batch larger than memory allows goes in parts
+        parts = [self._anonymize({k: v[s:s + chunk] for k, v in batch.items()}) for s in range(0, size, chunk)]
+        out = {k: torch.cat([p[k] for p in parts], dim=1 if k == "history" else 0) for k in parts[0]}
+        self._log_batch(out["history"], out["distance_final"])
+        return {"index": batch["index"], **out, "seconds_per_image": (time.perf_counter() - t0) / size}
+
+    def _anonymize(self, batch: dict) -> dict:
+        """Targets, the latent optimization, the final images and distances of these images."""
         m, res = self.method, self.generator.resolution
         lm = batch["landmarks"].float()
         theta_id = self.identity.crop_theta(lm, (res, res))
@@ -84,10 +102,8 @@ class AnonymizerModule(pl.LightningModule):
         with torch.no_grad():
             images = self.generator.synthesize(result.latents).float()
             final = self.identity.distance(self.identity.embed(images, theta_id).float(), targets.identity)
-        self._log_batch(result.history, final)
-        return {"index": batch["index"], "latents": result.latents, "images": images,
-                "history": result.history, "distance_first": result.distance[0], "distance_final": final,
-                "seconds_per_image": (time.perf_counter() - t0) / len(batch["index"])}
+        return {"latents": result.latents, "images": images, "history": result.history,
+                "distance_first": result.distance[0], "distance_final": final}
 
     def _log_batch(self, history: torch.Tensor, final: torch.Tensor) -> None:
         self.batches_done += 1

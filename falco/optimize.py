@@ -8,10 +8,13 @@ batch, which only matches at B = 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
+from .backbones.autocast_weights import autocast_weights
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .latent import LatentCode
 from .losses import attribute_loss, identity_loss
@@ -58,7 +61,8 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
                      steps: int = 50, lr: float = 0.01, milestones: tuple[float, ...] = (0.75, 0.9),
                      gamma: float = 0.8, margin_distance: float = 1.0, id_weight: float = 10.0,
                      attr_weight: float = 0.1, id_loss: str = "two_sided", virtual_weight: float = 0.0,
-                     scaler: torch.amp.GradScaler | None = None) -> Result:
+                     scaler: torch.amp.GradScaler | None = None,
+                     on_step: Callable[[int], None] | None = None) -> Result:
     """Optimize the trainable part of each image's latent; returns the final latents.
 
     init: (B, *shape) starting latents (the paired fakes' codes); fixed: (B, *shape) the
@@ -68,34 +72,54 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     to the person's virtual identity), so all images of a person share one virtual identity.
     scaler: a GradScaler for fp16 autocast (a skipped step on overflow skips the whole
     batch, so with fp16 images are no longer independent of their batch mates).
+    on_step: called with the step index after each step (progress, timing); the loop itself
+    never waits for the device.
     """
     code = LatentCode(generator.layout, init.float(), None if fixed is None else fixed.float())
-    # The fixed layers' share of the synthesis is done once here, not at every step.
-    synthesize = generator.partial_synthesis(code().detach())
     optimizer = torch.optim.Adam(code.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones_for(steps, milestones), gamma)
     batch = init.shape[0]
     history = torch.zeros(steps, batch, 3, device=init.device)
     distance = torch.zeros(steps, batch, device=init.device)
-    for step in range(steps):
-        image = synthesize(code.trainable)
-        emb = identity.embed(image, targets.theta_id).float()
-        d = identity.distance(emb, targets.identity)
-        l_id = identity_loss(d, margin_distance, id_loss)
-        l_attr = attribute_loss(attributes.features(image, targets.thetas_attr), targets.attributes)
-        per_image = id_weight * l_id + attr_weight * l_attr
-        if targets.virtual is not None and virtual_weight:
-            per_image = per_image + virtual_weight * identity.distance(emb, targets.virtual)
-        optimizer.zero_grad(set_to_none=True)
-        loss = per_image.sum()
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        schedule.step()
-        history[step] = torch.stack([per_image, l_id, l_attr], -1).detach()
-        distance[step] = d.detach()
+    losses = partial(step_losses, identity=identity, attributes=attributes, targets=targets,
+                     margin_distance=margin_distance, id_weight=id_weight, attr_weight=attr_weight,
+                     id_loss=id_loss, virtual_weight=virtual_weight)
+    # Work that is the same at every step is done once: the fixed latent layers' share of the
+    # synthesis, and the frozen networks' weight casts under autocast.
+    with autocast_weights(generator, identity, attributes):
+        synthesize = generator.partial_synthesis(code().detach())
+        for step in range(steps):
+            per_image, l_id, l_attr, d = losses(synthesize(code.trainable))
+            optimizer.zero_grad(set_to_none=True)
+            descend(per_image.sum(), optimizer, scaler)
+            schedule.step()
+            history[step] = torch.stack([per_image, l_id, l_attr], -1).detach()  # no host sync
+            distance[step] = d.detach()
+            if on_step is not None:
+                on_step(step)
     return Result(code().detach(), history, distance)
+
+
+def step_losses(image: torch.Tensor, identity: IdentityEncoder, attributes: AttributeEncoder, targets: Targets,
+                *, margin_distance: float, id_weight: float, attr_weight: float, id_loss: str,
+                virtual_weight: float) -> tuple[torch.Tensor, ...]:
+    """Per-image (B,) total loss, identity term, attribute term and identity distance."""
+    emb = identity.embed(image, targets.theta_id).float()
+    d = identity.distance(emb, targets.identity)
+    l_id = identity_loss(d, margin_distance, id_loss)
+    l_attr = attribute_loss(attributes.features(image, targets.thetas_attr), targets.attributes)
+    per_image = id_weight * l_id + attr_weight * l_attr
+    if targets.virtual is not None and virtual_weight:
+        per_image = per_image + virtual_weight * identity.distance(emb, targets.virtual)
+    return per_image, l_id, l_attr, d
+
+
+def descend(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward and one optimizer step (through the GradScaler for fp16)."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()

@@ -82,6 +82,8 @@ class ArcFaceIRSE50(IdentityEncoder):
 
     def forward(self, x112: torch.Tensor) -> torch.Tensor:
         """(N,3,112,112) in [-1,1] -> (N,512) unit embeddings (float32)."""
+        # channels_last: oneDNN's faster layout for these convolutions on CPU (~1.3x at batch 1)
+        x112 = x112.contiguous(memory_format=torch.channels_last)
         x = self.output_layer(self.body(self.input_layer(x112)))
         x = x.float()  # normalize in fp32 also under bf16 autocast
         return x / x.norm(dim=1, keepdim=True)

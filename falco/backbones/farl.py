@@ -51,6 +51,8 @@ class QuickGELU(nn.Module):
 class SelfAttention(nn.Module):
     """nn.MultiheadAttention's parameter layout (in_proj_weight = [Wq; Wk; Wv]), batch first."""
 
+    autocast_params = ("in_proj_weight", "in_proj_bias")  # used only by F.linear (autocast_weights.py)
+
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
