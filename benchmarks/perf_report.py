@@ -40,7 +40,8 @@ def memory_lines(config: dict) -> list[str]:
 
 def check_lines(checks: dict) -> list[str]:
     lines = [f"  fp32 (b) batch 2 vs (a): first-step gradient max|diff| / max|grad| "
-             f"{checks['fp32_gradient_rel_gap']:.1e}; latents after {checks['check_steps']} steps max|diff| "
+             f"{checks['fp32_gradient_rel_gap']:.1e} (rounding scale, (b) batch 1 vs 2: "
+             f"{checks['fp32_gradient_rel_gap_b1_vs_b2']:.1e}); latents after {checks['check_steps']} steps max|diff| "
              f"{checks['fp32_b_vs_a_batch2_max_abs']:.2e} (batch 1: {checks['fp32_b_vs_a_batch1_max_abs']:.2e}; "
              f"latent scale {checks['latent_scale']:.2f}, lr {checks['lr']:g})",
              "  outcomes (per-image max |diff| vs fp32 (b); then the aggregates a summary reports):",

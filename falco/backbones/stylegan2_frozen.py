@@ -22,6 +22,7 @@ Call it under the same autocast state it was built under (its constants are in t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -76,7 +77,8 @@ class FrozenSynthesis:
         self.live_ops = ops[first:last]
         self.dtype = compute_dtype(wp.device)
         with torch.no_grad():
-            self.x, self.image = self._run_batched(ops[:first], wp, None, None)
+            const = _tensor(synthesis.early_layer, "const").expand(wp.shape[0], -1, -1, -1)
+            self.x, self.image = self._run_batched(ops[:first], lambda i: wp[:, i], const, None)
             self.tail = [self._fold(ops[last:], wp[n:n + 1]) for n in range(wp.shape[0])]
 
     def _style(self, name: str, w: torch.Tensor) -> torch.Tensor:
@@ -84,18 +86,16 @@ class FrozenSynthesis:
         module = getattr(self.synthesis, name)
         return module.style(w) * module.weight_gain
 
-    def _run_batched(self, ops, wp: torch.Tensor | _Indexable, x: torch.Tensor | None,
+    def _run_batched(self, ops, w_of: Callable[[int], torch.Tensor], x: torch.Tensor,
                      image: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Run `ops` as `Synthesis.forward` does; wp[:, i] feeds the layer with W+ index i."""
-        if x is None:
-            x = _tensor(self.synthesis.early_layer, "const").expand(wp.shape[0], -1, -1, -1)
+        """Run `ops` as `Synthesis.forward` does; w_of(i) is the (B,D) W+ layer i."""
         kernel = _tensor(self.synthesis.upsample, "kernel")[0, 0]
         for kind, name, i in ops:
             module = getattr(self.synthesis, name)
             if kind == "conv":
-                x = module(x, module.style(wp[:, i]))
+                x = module(x, module.style(w_of(i)))
             else:
-                rgb = module(x, module.style(wp[:, i]))
+                rgb = module(x, module.style(w_of(i)))
                 image = rgb if image is None else rgb + fir_upsample2x(image, kernel)
         return x, image
 
@@ -145,10 +145,9 @@ class FrozenSynthesis:
 
     def __call__(self, trainable: torch.Tensor) -> torch.Tensor:
         """(B, stop-start, D) trainable W+ layers -> image (B,3,R,R)."""
-        wp = {i: trainable[:, i - self.start] for i in range(self.start, self.stop)}
         x, image = self.x, self.image
         if self.live_ops:
-            x, image = self._run_batched(self.live_ops, _Indexable(wp), x, image)
+            x, image = self._run_batched(self.live_ops, lambda i: trainable[:, i - self.start], x, image)
         if not self.tail[0]:  # the trainable layers reach the last layer: nothing folded
             assert image is not None
             return image
@@ -162,15 +161,3 @@ def _tensor(module: torch.nn.Module, name: str) -> torch.Tensor:
     value = getattr(module, name)
     assert isinstance(value, torch.Tensor)
     return value
-
-
-class _Indexable:
-    """Lets `_run_batched` read the trainable layers with its `wp[:, i]` indexing."""
-
-    def __init__(self, layers: dict[int, torch.Tensor]):
-        self.layers = layers
-        first = next(iter(layers.values()))
-        self.shape = (first.shape[0],)
-
-    def __getitem__(self, key) -> torch.Tensor:
-        return self.layers[key[1]]
