@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from .backbones.base import resize
 
 JPEG_QUALITY = 75  # the official code's output quality
 
@@ -31,7 +32,7 @@ def unaligned_target(photo: np.ndarray, size: int) -> torch.Tensor:
     """The whole photo uint8 (H, W, 3) resized to (3, size, size) uint8, as the official loss
     sees it (no alignment; a non-square photo is squeezed like the official resize does)."""
     x = torch.from_numpy(np.ascontiguousarray(photo).copy()).permute(2, 0, 1).unsqueeze(0).float()
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    x = resize(x, (size, size))
     return x[0].round().clamp(0, 255).byte()
 
 
