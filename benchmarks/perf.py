@@ -111,7 +111,7 @@ def parse_args(argv=None):
                     help="before each config, wait up to this many seconds for other processes to leave "
                          "the CPUs idle (shared machines)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--json", type=Path, default=Path("perf.json"), help="write all figures here")
+    ap.add_argument("--json", type=Path, default=ROOT / ".cache" / "perf" / "perf.json", help="write all figures here")
     return ap.parse_args(argv)
 
 
