@@ -137,6 +137,7 @@ def main(argv=None) -> None:
                "compile": args.compile, "iters": args.iters,
                "configs": [vars(r) for r in results]}
     print_report(summary)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(summary, indent=1, default=float))
     print(f"figures written to {args.json}")
 
