@@ -44,6 +44,8 @@ def check_lines(checks: dict) -> list[str]:
              f"{checks['fp32_gradient_rel_gap_b1_vs_b2']:.1e}); latents after {checks['check_steps']} steps max|diff| "
              f"{checks['fp32_b_vs_a_batch2_max_abs']:.2e} (batch 1: {checks['fp32_b_vs_a_batch1_max_abs']:.2e}; "
              f"latent scale {checks['latent_scale']:.2f}, lr {checks['lr']:g})",
+             f"  fp32 batch-invariant (b) (the 32-true default) batch 2 vs (a): latents max|diff| "
+             f"{checks['fp32_invariant_b_vs_a_batch2_max_abs']:.2e}",
              "  outcomes (per-image max |diff| vs fp32 (b); then the aggregates a summary reports):",
              "    fp32 (b): " + aggregate_text(checks["fp32_aggregates"])]
     for key, c in checks.items():

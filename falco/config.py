@@ -30,6 +30,10 @@ class MethodConfig:
     # true: reproduce the official code's defects (range mix, unaligned target, min-max JPEG q75
     # output; falco/quirks.py) to match the paper's numbers; false: the method done right
     faithful_quirks: bool = False
+    # true: optimize one image at a time with the unfolded synthesis, so an image's result does not
+    # depend on its batch, shard or rank (bit for bit; in fp32 it is the official per-image loop's);
+    # false: batched and folded (faster, differs by rounding); null = true under 32-true precision
+    batch_invariant: Optional[bool] = None  # noqa: UP045
 
 
 def register() -> None:

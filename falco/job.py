@@ -109,7 +109,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         write_skips(run, prepped, done, method.name, shard)
     todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done and in_shard(e["id"], shard)]
     if todo:
-        module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method)
+        module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method,
+                                  batch_invariant=batch_invariant(method, trainer))
         dataset = AnonymizeDataset(prepped, todo, method.init, official_target=method.faithful_quirks)
         loader = DataLoader(dataset, batch_size=batch_size,
                             shuffle=False, num_workers=num_workers)
@@ -131,6 +132,13 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
             _log_summary(trainer, result.summary)
             print(format_summary(result.summary), flush=True)
     return result
+
+
+def batch_invariant(method: MethodConfig, trainer: pl.Trainer) -> bool:
+    """method.batch_invariant, or (null) whether the run is in full precision."""
+    if method.batch_invariant is not None:
+        return bool(method.batch_invariant)
+    return str(trainer.precision).startswith("32")
 
 
 def _log_summary(trainer: pl.Trainer, summary: dict[str, Any]) -> None:

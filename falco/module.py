@@ -53,13 +53,16 @@ class AnonymizeDataset(Dataset):
 
 class AnonymizerModule(pl.LightningModule):
     def __init__(self, generator: Generator, identity: IdentityEncoder, attributes: AttributeEncoder,
-                 method: MethodConfig, max_in_flight: int | None = None) -> None:
+                 method: MethodConfig, max_in_flight: int | None = None, batch_invariant: bool = False) -> None:
         super().__init__()
         self.generator, self.identity, self.attributes = generator, identity, attributes
         for net in (generator, identity, attributes):
             net.eval().requires_grad_(False)  # frozen: no weight gradients are ever computed
         self.method = method
         self.max_in_flight = max_in_flight  # images optimized at once; None = the memory rule
+        # one image at a time with the unfolded synthesis: each image's result is bit for bit
+        # what it would be alone, whatever its batch, shard or rank (in fp32: the official loop's)
+        self.batch_invariant = batch_invariant
         self.batches_done = 0
 
     def _scaler(self) -> torch.amp.GradScaler | None:
@@ -76,7 +79,8 @@ class AnonymizerModule(pl.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         t0 = time.perf_counter()
         size = len(batch["index"])
-        chunk = min(size, self.images_in_flight())  # a batch larger than memory allows goes in parts
+        # a batch larger than memory allows goes in parts; batch-invariant: parts of one image
+        chunk = 1 if self.batch_invariant else min(size, self.images_in_flight())
         parts = [self._anonymize({k: v[s:s + chunk] for k, v in batch.items()}) for s in range(0, size, chunk)]
         out = {k: torch.cat([p[k] for p in parts], dim=1 if k == "history" else 0) for k in parts[0]}
         self._log_batch(out["history"], out["distance_final"])
@@ -98,7 +102,7 @@ class AnonymizerModule(pl.LightningModule):
                 milestones=tuple(m.milestones), gamma=m.gamma,
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
                 attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
-                scaler=self._scaler())
+                scaler=self._scaler(), exact=self.batch_invariant)
         with torch.no_grad():
             images = self.generator.synthesize(result.latents).float()
             final = self.identity.distance(self.identity.embed(images, theta_id).float(), targets.identity)

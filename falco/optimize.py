@@ -61,7 +61,7 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
                      steps: int = 50, lr: float = 0.01, milestones: tuple[float, ...] = (0.75, 0.9),
                      gamma: float = 0.8, margin_distance: float = 1.0, id_weight: float = 10.0,
                      attr_weight: float = 0.1, id_loss: str = "two_sided", virtual_weight: float = 0.0,
-                     scaler: torch.amp.GradScaler | None = None,
+                     scaler: torch.amp.GradScaler | None = None, exact: bool = False,
                      on_step: Callable[[int], None] | None = None) -> Result:
     """Optimize the trainable part of each image's latent; returns the final latents.
 
@@ -72,6 +72,8 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     to the person's virtual identity), so all images of a person share one virtual identity.
     scaler: a GradScaler for fp16 autocast (a skipped step on overflow skips the whole
     batch, so with fp16 images are no longer independent of their batch mates).
+    exact: the generator's per-step synthesis is bit for bit its `synthesize` (no folded
+    arithmetic): with a batch of one, the latents equal the official per-image loop's in float32.
     on_step: called with the step index after each step (progress, timing); the loop itself
     never waits for the device.
     """
@@ -87,7 +89,7 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     # Work that is the same at every step is done once: the fixed latent layers' share of the
     # synthesis, and the frozen networks' weight casts under autocast.
     with autocast_weights(generator, identity, attributes):
-        synthesize = generator.partial_synthesis(code().detach())
+        synthesize = generator.partial_synthesis(code().detach(), exact)
         for step in range(steps):
             per_image, l_id, l_attr, d = losses(synthesize(code.trainable))
             optimizer.zero_grad(set_to_none=True)

@@ -84,10 +84,11 @@ class Generator(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def synthesize(self, latent: torch.Tensor) -> torch.Tensor: ...
 
-    def partial_synthesis(self, latent: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def partial_synthesis(self, latent: torch.Tensor, exact: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """f(part) == synthesize(latent with its trainable layers replaced by part), for a
         latent optimization that calls it at every step: generators that can do the fixed
         layers' work once per batch override this (build and call it under one autocast state).
+        exact: only reorganize work that gives bit-identical results (no folded arithmetic).
 
         latent: (B, *layout.shape); part: (B, stop - start, ...) for layered latents, else the
         whole (B, *layout.shape) latent."""

@@ -17,6 +17,8 @@ does the same work at every Adam step, so `FrozenSynthesis` does it once:
 
 Mathematically equal to `GenforceStyleGAN2.synthesize`; in float32 it differs only by
 rounding (the style and demodulation factors are folded into the weights): ~1e-6 relative.
+`exact=True` folds nothing: the tail runs as `Synthesis` runs it, so only the prefix is saved
+and the result is bit for bit `synthesize`'s (the batch-invariant mode, falco/module.py).
 Call it under the same autocast state it was built under (its constants are in that dtype).
 """
 
@@ -68,18 +70,24 @@ class FrozenSynthesis:
     wp: (B,L,D) float32 W+ whose layers outside [start, stop) are kept; trainable: (B,stop-start,D).
     """
 
-    def __init__(self, synthesis: Synthesis, wp: torch.Tensor, trainable: tuple[int, int]):
+    def __init__(self, synthesis: Synthesis, wp: torch.Tensor, trainable: tuple[int, int], exact: bool = False):
         self.synthesis = synthesis
         self.start, self.stop = trainable
         ops = layer_sequence(synthesis)
         live = [k for k, (_, _, w) in enumerate(ops) if self.start <= w < self.stop]
         first, last = (live[0], live[-1] + 1) if live else (len(ops), len(ops))
+        last = len(ops) if exact else last  # exact: the tail runs unfolded, with the live layers
+        self.wp = wp
         self.live_ops = ops[first:last]
         self.dtype = compute_dtype(wp.device)
         with torch.no_grad():
             const = _tensor(synthesis.early_layer, "const").expand(wp.shape[0], -1, -1, -1)
             self.x, self.image = self._run_batched(ops[:first], lambda i: wp[:, i], const, None)
             self.tail = [self._fold(ops[last:], wp[n:n + 1]) for n in range(wp.shape[0])]
+
+    def _w_of(self, trainable: torch.Tensor) -> Callable[[int], torch.Tensor]:
+        """W+ layer i for the live layers: trainable inside [start, stop), else the fixed code."""
+        return lambda i: trainable[:, i - self.start] if self.start <= i < self.stop else self.wp[:, i]
 
     def _style(self, name: str, w: torch.Tensor) -> torch.Tensor:
         """(N,D) W+ layer -> (N,in) style of layer `name`, times its weight gain."""
@@ -147,7 +155,7 @@ class FrozenSynthesis:
         """(B, stop-start, D) trainable W+ layers -> image (B,3,R,R)."""
         x, image = self.x, self.image
         if self.live_ops:
-            x, image = self._run_batched(self.live_ops, lambda i: trainable[:, i - self.start], x, image)
+            x, image = self._run_batched(self.live_ops, self._w_of(trainable), x, image)
         if not self.tail[0]:  # the trainable layers reach the last layer: nothing folded
             assert image is not None
             return image

@@ -316,12 +316,13 @@ class GenforceStyleGAN2(Generator):
                              f"got {tuple(latent.shape)}")
         return self.synthesis(self.synthesis.get_s(latent))
 
-    def partial_synthesis(self, latent: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def partial_synthesis(self, latent: torch.Tensor, exact: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """Synthesis of the trainable W+ layers with the fixed layers' work done once (see
-        stylegan2_frozen.py): the same images, several times faster per Adam step."""
+        stylegan2_frozen.py): the same images, several times faster per Adam step; exact: bit
+        for bit `synthesize`'s, only the constant leading layers done once."""
         from falco.backbones.stylegan2_frozen import FrozenSynthesis  # it imports this module
 
-        return FrozenSynthesis(self.synthesis, latent.detach().float(), self.layout.trainable)
+        return FrozenSynthesis(self.synthesis, latent.detach().float(), self.layout.trainable, exact)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.synthesize(latent)

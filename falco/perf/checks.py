@@ -2,7 +2,8 @@
 
 - Gradient: the first step's gradient of the trainable latents, (b) in float32 at batch 2 vs
   (a) alone: the same function, so equal up to rounding.
-- Latents: after (a)'s timed steps, (b) float32 at batch 1 and 2 vs (a). Adam's first steps
+- Latents: after (a)'s timed steps, (b) float32 at batch 1 and 2 vs (a), and the batch-invariant
+  mode at batch 2 (one image at a time, unfolded synthesis: 0, bit for bit). Adam's first steps
   move each coordinate by about lr * sign(gradient), so a coordinate whose gradient is within
   rounding of zero can move by ~2 lr on one side only: the gap is either ~rounding or ~lr.
 - Outcomes after `steps` steps on several images, in float32: identity distance to the
@@ -104,6 +105,9 @@ def batch_invariance(problem: Problem, official_run: dict) -> dict:
                                                      official_run["latents"]),
             "fp32_b_vs_a_batch1_max_abs": latent_gap(ours(problem, problem.batch([0]), run, "fp32").latents,
                                                      official_run["latents"]),
+            # the batch-invariant mode (default under 32-true): bit for bit (a), whatever the batch
+            "fp32_invariant_b_vs_a_batch2_max_abs": latent_gap(
+                ours(problem, pair, run, "fp32", exact=True).latents[:1], official_run["latents"]),
             "latent_scale": float(official_run["latents"].abs().max()), "lr": problem.knobs.lr, "check_steps": run}
 
 

@@ -43,6 +43,13 @@ class Batch:
     init: torch.Tensor
     fixed: torch.Tensor | None
 
+    def part(self, n: int) -> Batch:
+        """Image n alone, as a batch of one."""
+        def one(t):
+            return None if t is None else t[n:n + 1]
+        return Batch(one(self.originals), one(self.landmarks), one(self.theta_id),
+                     {k: v[n:n + 1] for k, v in self.thetas_attr.items()}, one(self.init), one(self.fixed))
+
 
 @dataclass
 class Problem:

@@ -96,13 +96,25 @@ def measure_official(problem: Problem, iters: int) -> dict:
             "latents": latents}
 
 
-def ours(problem: Problem, batch: Batch, steps: int, precision: str, on_step=None) -> Result:
-    """(b) on `batch`, as AnonymizerModule.predict_step runs it (targets, then the loop)."""
+def ours(problem: Problem, batch: Batch, steps: int, precision: str, on_step=None, exact: bool = False) -> Result:
+    """(b) on `batch`, as AnonymizerModule.predict_step runs it (targets, then the loop).
+    exact: the batch-invariant mode (method.batch_invariant): one image at a time, unfolded synthesis."""
+    if exact:
+        parts = [ours_at_once(problem, batch.part(n), steps, precision, on_step, exact=True)
+                 for n in range(batch.init.shape[0])]
+        return Result(*(torch.cat([getattr(p, k) for p in parts], dim=1 if k != "latents" else 0)
+                        for k in ("latents", "history", "distance")))
+    return ours_at_once(problem, batch, steps, precision, on_step)
+
+
+def ours_at_once(problem: Problem, batch: Batch, steps: int, precision: str, on_step=None,
+                 exact: bool = False) -> Result:
+    """The whole batch in one optimization."""
     with autocast_for(precision):
         targets = compute_targets(problem.identity, problem.attributes, batch.originals, batch.theta_id,
                                   batch.thetas_attr)
         return optimize_latents(problem.generator, problem.identity, problem.attributes, targets, batch.init,
-                                batch.fixed, **problem.knobs.loop_kwargs(steps), on_step=on_step)
+                                batch.fixed, **problem.knobs.loop_kwargs(steps), on_step=on_step, exact=exact)
 
 
 def setup_work(problem: Problem, batch: Batch, precision: str) -> None:

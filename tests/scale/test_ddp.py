@@ -20,4 +20,4 @@ def test_two_processes_write_each_image_once(tmp_path, tmp_path_factory):
     ranks = sorted(r["rank"] for r in ok)
     # predict's unrepeated sampler deals images round-robin: rank 0 gets one more when odd
     assert ranks.count(0) - ranks.count(1) in (0, 1) and set(ranks) == {0, 1}
-    assert_same_results(out, ref)
+    assert_same_results(out, ref, rel=1e-5)  # 1 thread per rank vs 2: rounding

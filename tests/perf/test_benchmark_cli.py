@@ -1,0 +1,32 @@
+"""`benchmarks/perf.py` as a user runs it, on the embedded default with a few steps: every part
+of the report is produced and its checks hold (the timings themselves are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_embedded_benchmark_runs_and_its_checks_hold(tmp_path):
+    out = tmp_path / "perf.json"
+    proc = subprocess.run([sys.executable, "benchmarks/perf.py", "--config", "embedded", "--iters", "1",
+                           "--batch-sizes", "1", "2", "--outcome-steps", "3", "--outcome-images", "2",
+                           "--lightning-batch", "2", "--lightning-steps", "2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for text in ("matmul peak", "(a) official-style", "eff GFLOP/s", "memory in flight", "batch-invariant",
+                 "Lightning predict vs direct"):
+        assert text in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["matmul_peak"]["bf16"]["flops"] > 0
+    config = report["configs"][0]
+    assert config["name"] == "embedded" and [r["batch"] for r in config["ours"]] == [1, 2]
+    assert config["official"]["flops_per_iter"] > config["ours"][0]["flops_per_iter"] > 0  # less work per step
+    checks = config["checks"]
+    assert checks["fp32_invariant_b_vs_a_batch2_max_abs"] == 0.0  # bit for bit the official loop
+    assert checks["fp32_b_vs_a_batch1_max_abs"] == 0.0
+    assert checks["fp32_b_vs_a_batch2_max_abs"] < 1e-5  # batched: rounding only
+    assert checks["a_vs_fp32_b"]["max_abs_distance"] < 1e-4 and checks["a_vs_fp32_b"]["decision_flips"] == 0
