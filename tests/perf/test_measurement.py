@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from falco.perf.flops import count_flops, matmul_flops
 from falco.perf.machine import Share
 from falco.perf.memory import measure_peak
-from falco.perf.timing import StepClock, median
+from falco.perf.timing import QUIET, StepClock, median
 
 
 def test_flops_of_a_matmul_a_conv_and_their_backward():
@@ -51,5 +51,8 @@ def test_cpu_share_and_step_clock():
         time.sleep(0.02 * (step + 1))
         clock(step)
     steps = clock.steps()  # the first interval (set-up + step 0) is not a step
-    assert len(steps) == 2 and 0.04 <= steps[0] < 0.055 and 0.06 <= steps[1] < 0.075
-    assert clock.step_time()[0] == median(steps) and median([3.0, 1.0, 2.0]) == 2.0
+    # sleeps never end early; a busy machine may wake them late
+    assert len(steps) == 2 and 0.04 <= steps[0] < 0.3 and 0.06 <= steps[1] < 0.3
+    quiet = [t for t, o in zip(steps, clock.others[1:], strict=True) if o <= QUIET]
+    assert clock.step_time() == ((median(quiet), True) if quiet else (median(steps), False))
+    assert median([3.0, 1.0, 2.0]) == 2.0 and median([1.0, 4.0]) == 2.5
