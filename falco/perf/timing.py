@@ -102,8 +102,8 @@ def ours(problem: Problem, batch: Batch, steps: int, precision: str, on_step=Non
     if exact:
         parts = [ours_at_once(problem, batch.part(n), steps, precision, on_step, exact=True)
                  for n in range(batch.init.shape[0])]
-        return Result(*(torch.cat([getattr(p, k) for p in parts], dim=1 if k != "latents" else 0)
-                        for k in ("latents", "history", "distance")))
+        return Result(torch.cat([p.latents for p in parts]), torch.cat([p.history for p in parts], dim=1),
+                      torch.cat([p.distance for p in parts], dim=1))
     return ours_at_once(problem, batch, steps, precision, on_step)
 
 
