@@ -71,8 +71,19 @@ def run(cfg: DictConfig, out_dir: str):
                      cache_dir=cfg.cache_dir, knobs=knobs, batch_size=cfg.batch_size,
                      num_workers=cfg.num_workers, summary=cfg.summary,
                      config_yaml=OmegaConf.to_yaml(cfg, resolve=True), shard=parse_shard(cfg.shard),
-                     stages_only=cfg.stages_only)
+                     stages_only=cfg.stages_only, heldout=heldout_judges(cfg, nets))
     return result
+
+
+def heldout_judges(cfg: DictConfig, nets: Networks):
+    """The held-out judges of the summary (none of them may be a loss network), or None."""
+    h = cfg.heldout
+    if not (h.enabled and cfg.summary) or cfg.stages_only:
+        return None
+    from evaluation.heldout import load_heldout
+
+    return load_heldout(tuple(h.recognizers), detector=h.detector, attributes=h.attributes,
+                        loss_networks=(nets.identity.name, nets.attributes.name), device=cfg.device)
 
 
 def output_dir(cfg: DictConfig) -> str:

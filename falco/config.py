@@ -10,6 +10,8 @@ from typing import Optional  # noqa: UP035 (OmegaConf schemas need typing generi
 
 from hydra.core.config_store import ConfigStore
 
+from .views import ViewSpec
+
 
 @dataclass
 class MethodConfig:
@@ -34,6 +36,9 @@ class MethodConfig:
     # depend on its batch, shard or rank (bit for bit; in fp32 it is the official per-image loop's);
     # false: batched and folded (faster, differs by rounding); null = true under 32-true precision
     batch_invariant: Optional[bool] = None  # noqa: UP045
+    # random views of the attribute loss (falco/views.py): views = how many per step (0 = the
+    # paper's plain loss), and their crop shift / zoom / rotation, blur and colour ranges
+    views: ViewSpec = field(default_factory=ViewSpec)
 
 
 def register() -> None:

@@ -77,7 +77,8 @@ def versions() -> dict[str, str]:
 def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str | Path, *,
             trainer: pl.Trainer, cache_dir: str | Path, knobs: StageKnobs, batch_size: int = 16,
             num_workers: int = 0, summary: bool = True, config_yaml: str | None = None,
-            shard: tuple[int, int] | None = None, stages_only: bool = False) -> JobResult:
+            shard: tuple[int, int] | None = None, stages_only: bool = False, heldout=None) -> JobResult:
+    """heldout: evaluation.heldout.HeldoutJudges measured first in the summary (None: white-box only)."""
     validate(method)
     run = RunDir(out_dir)
     # Under plain `ddp` (and SLURM tasks) every rank runs this whole function; what is written
@@ -126,7 +127,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         records = run.finalize(pairs=getattr(source, "pairs", None) if method.name == "keyed" else None)
         result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
-            result.summary = summarize(run, nets, prepped, records, chunk=batch_size)
+            result.summary = summarize(run, nets, prepped, records, chunk=batch_size, heldout=heldout)
             result.summary["stage_keys"], result.summary["stages_reused"] = prepped.keys, prepped.reused
             atomic_write_text(run.root / "summary.json", json.dumps(result.summary, indent=1))
             _log_summary(trainer, result.summary)

@@ -21,6 +21,8 @@ from .optimize import compute_targets, optimize_latents
 from .perf.batch_size import images_that_fit, precision_of
 from .pipeline import Prepped
 from .quirks import official_range
+from .seeds import stream_seed
+from .views import draw
 
 
 class AnonymizeDataset(Dataset):
@@ -44,7 +46,8 @@ class AnonymizeDataset(Dataset):
         fake = self.p.pool["latents"][self.p.pair_index[k]]
         inv = self.p.inversion[k] if self.p.inversion is not None else fake
         init = inv if self.init == "inversion" else fake
-        item = {"index": k, "image": image, "landmarks": landmarks, "fixed": inv, "fake": fake}
+        item = {"index": k, "image": image, "landmarks": landmarks, "fixed": inv, "fake": fake,
+                "seed": stream_seed("views", self.p.prepared.ok[k]["id"])}  # the image's own random views
         if self.p.virtual is not None:  # keyed mode: start from and pull toward the virtual identity
             item["virtual"] = self.p.virtual[k]
             init = self.p.virtual_init[k] if self.p.virtual_init is not None else init
@@ -94,6 +97,9 @@ class AnonymizerModule(pl.LightningModule):
         thetas_attr = self.attributes.crop_thetas(lm, (res, res))
         targets = compute_targets(self.identity, self.attributes, batch["image"], theta_id, thetas_attr)
         targets.virtual = batch.get("virtual")
+        if m.views.views > 0:
+            targets.originals = batch["image"]
+            targets.views = draw(m.views, batch["seed"].tolist(), m.steps).to(batch["image"].device)
         layered = self.generator.layout.layered
         with torch.enable_grad():
             result = optimize_latents(

@@ -18,6 +18,7 @@ from .backbones.autocast_weights import autocast_weights
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .latent import LatentCode
 from .losses import attribute_loss, identity_loss
+from .views import jitter_thetas, photometric
 
 
 @dataclass
@@ -34,6 +35,10 @@ class Targets:
     theta_id: torch.Tensor | None
     thetas_attr: dict[str, torch.Tensor]
     virtual: torch.Tensor | None = None  # (B, D) keyed mode: the person's virtual identity embedding
+    # Random views of the attribute loss (falco/views.py): the aligned originals (B,3,S,S) and
+    # each image's view parameters (B, steps, V, P); None = the plain loss (the paper's).
+    originals: torch.Tensor | None = None
+    views: torch.Tensor | None = None
 
 
 @dataclass
@@ -91,7 +96,7 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     with autocast_weights(generator, identity, attributes):
         synthesize = generator.partial_synthesis(code().detach(), exact)
         for step in range(steps):
-            per_image, l_id, l_attr, d = losses(synthesize(code.trainable))
+            per_image, l_id, l_attr, d = losses(synthesize(code.trainable), step=step)
             optimizer.zero_grad(set_to_none=True)
             descend(per_image.sum(), optimizer, scaler)
             schedule.step()
@@ -104,16 +109,31 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
 
 def step_losses(image: torch.Tensor, identity: IdentityEncoder, attributes: AttributeEncoder, targets: Targets,
                 *, margin_distance: float, id_weight: float, attr_weight: float, id_loss: str,
-                virtual_weight: float) -> tuple[torch.Tensor, ...]:
+                virtual_weight: float, step: int = 0) -> tuple[torch.Tensor, ...]:
     """Per-image (B,) total loss, identity term, attribute term and identity distance."""
     emb = identity.embed(image, targets.theta_id).float()
     d = identity.distance(emb, targets.identity)
     l_id = identity_loss(d, margin_distance, id_loss)
     l_attr = attribute_loss(attributes.features(image, targets.thetas_attr), targets.attributes)
+    if targets.views is not None:  # the mean over the plain view and the random ones
+        l_attr = (l_attr + view_loss(image, attributes, targets, step) * targets.views.shape[2]) \
+            / (1 + targets.views.shape[2])
     per_image = id_weight * l_id + attr_weight * l_attr
     if targets.virtual is not None and virtual_weight:
         per_image = per_image + virtual_weight * identity.distance(emb, targets.virtual)
     return per_image, l_id, l_attr, d
+
+
+def view_loss(image: torch.Tensor, attributes: AttributeEncoder, targets: Targets, step: int) -> torch.Tensor:
+    """(B,) attribute loss averaged over this step's random views, the generated image and the
+    original seen through the same view (so a change only pays if it survives the view)."""
+    assert targets.views is not None and targets.originals is not None
+    p = targets.views[:, step]  # (B, V, P)
+    b, v = p.shape[:2]
+    thetas = jitter_thetas(targets.thetas_attr, p)
+    with torch.no_grad():
+        target = attributes.features(photometric(targets.originals, p), thetas)
+    return attribute_loss(attributes.features(photometric(image, p), thetas), target).view(v, b).mean(0)
 
 
 def descend(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:

@@ -1,12 +1,16 @@
 """End-of-run summary, measured with the real networks on the written outputs.
 
-Privacy: identity distance original vs anonymized, and the share still verified as the same
-person by the recognizer's own rule, next to the same share for pairs of unrelated originals
-(the false-match rate: a re-identification figure means nothing without it). The recognizer
-is the one the loss optimized, so these figures are WHITE-BOX; held-out judges live in the
-evaluation suite. Utility: attribute predictions (the attribute networks are also the
-loss's, so white-box too) of originals vs anonymized vs the paired fakes before optimization,
-and the MTCNN detection rate of the outputs.
+HELD-OUT figures come first (`heldout`, evaluation/heldout.py): recognizers, a detector and
+attribute networks that no loss of the run uses, with attacker-style alignment, identification
+against chance, TAR at fixed FAR, diversity, gender/age/pose/expression agreement.
+
+White-box figures follow. Privacy: identity distance original vs anonymized, and the share
+still verified as the same person by the recognizer's own rule, next to the same share for
+pairs of unrelated originals (the false-match rate: a re-identification figure means nothing
+without it). The recognizer is the one the loss optimized, so these figures are WHITE-BOX.
+Utility: attribute predictions (the attribute networks are also the loss's, so white-box too)
+of originals vs anonymized vs the paired fakes before optimization, and the MTCNN detection
+rate of the outputs.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ def attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torch
     return out
 
 
-def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int], ok: list[dict]) -> dict:
-    """Embeddings, identity distances, attribute predictions and detections for a chunk of records."""
+def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int], ok: list[dict],
+             heldout=None) -> dict:
+    """Embeddings, identity distances, attribute predictions and detections for a chunk of records
+    (and the held-out judges' measurements, under "heldout")."""
     res = nets.generator.resolution
     orig, lms, anon, fakes = [], [], [], []
     for r in ok:
@@ -67,11 +73,19 @@ def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int
         thetas = nets.attributes.crop_thetas(lm, (res, res))
         e_x, e_y = nets.identity.embed(x, theta).float(), nets.identity.embed(y, theta).float()
         p_x, p_y, p_f = (nets.attributes.predict(t, thetas) for t in (x, y, f))
-    return {"e_x": e_x, "d": nets.identity.distance(e_y, e_x), "p_x": p_x, "p_y": p_y, "p_f": p_f,
-            "found": [det is not None for det in nets.detector.detect_tensor(y)]}
+    out = {"e_x": e_x, "d": nets.identity.distance(e_y, e_x), "p_x": p_x, "p_y": p_y, "p_f": p_f,
+           "found": [det is not None for det in nets.detector.detect_tensor(y)]}
+    if heldout is not None:
+        from evaluation.heldout import measure_chunk
+
+        out["heldout"] = measure_chunk(heldout, {"originals": x, "anonymized": y, "landmarks": lm, "paired_fake": f})
+    return out
 
 
-def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict], chunk: int = CHUNK) -> dict:
+def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict], chunk: int = CHUNK,
+              heldout=None) -> dict:
+    """The run's summary; `heldout` (evaluation.heldout.HeldoutJudges) adds the held-out figures,
+    first in the summary."""
     ok = [r for r in records if r["status"] == "ok"]
     summary: dict = {"images": len(records), "done": len(ok),
                      "skipped": len(records) - len(ok),
@@ -79,7 +93,13 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
     if not ok:
         return summary
     index = {e["id"]: k for k, e in enumerate(prepped.prepared.ok)}
-    parts = [_measure(run, nets, prepped, index, ok[s:s + chunk]) for s in range(0, len(ok), chunk)]
+    parts = [_measure(run, nets, prepped, index, ok[s:s + chunk], heldout) for s in range(0, len(ok), chunk)]
+    if heldout is not None:
+        from evaluation.heldout import report_from
+
+        identities = [r.get("identity") for r in ok]
+        summary["heldout"] = report_from(heldout, [p["heldout"] for p in parts],
+                                         identities if all(i is not None for i in identities) else None)
     e_x, d = torch.cat([p["e_x"] for p in parts]), torch.cat([p["d"] for p in parts])
     p_x, p_y, p_f = ({n: torch.cat([p[key][n] for p in parts]) for n in parts[0][key]}
                      for key in ("p_x", "p_y", "p_f"))
@@ -111,10 +131,15 @@ def _count(reasons) -> dict[str, int]:
 
 def format_summary(s: dict) -> str:
     lines = [f"images: {s['images']}  done: {s['done']}  skipped: {s['skipped']} {s['skip_reasons'] or ''}"]
+    if "heldout" in s:
+        from evaluation.heldout import format_heldout
+
+        lines += format_heldout(s["heldout"])
     if "identity" in s:
         idt, att = s["identity"], s["attributes"]
         fm = idt["unrelated_false_match"]
         lines += [
+            "WHITE-BOX judges (networks the loss optimized against: optimistic)",
             f"identity [{idt['judge']}, WHITE-BOX: the loss's own recognizer] distance original->anonymized "
             f"{idt['distance_mean']:.3f} (same person below {idt['same_person_below']})",
             f"  verified as original: {idt['verified_as_original']:.1%}   unrelated faces false-match: "

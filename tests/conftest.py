@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 register()
 
 # Small but real: the embedded networks, few faces, few steps, a small fake pool.
-FAST = ["logger=none", "trainer.enable_progress_bar=false", "stages.pool_size=256", "stages.frame_samples=32",
+# Held-out judges are off here (their loading costs seconds per run); tests that check them turn them on.
+FAST = ["logger=none", "trainer.enable_progress_bar=false", "heldout.enabled=false",
+        "stages.pool_size=256", "stages.frame_samples=32",
         "inversion.net.steps=30", "batch_size=4"]
 
 

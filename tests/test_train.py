@@ -18,7 +18,7 @@ def _records(run_dir):
 
 def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
     out = tmp_path / "run"
-    cfg = fast_cfg("data.identities=4", "method.steps=8")
+    cfg = fast_cfg("data.identities=4", "method.steps=8", "heldout.enabled=true")
     result = run(cfg, str(out))
     assert result.processed == 4
     images = sorted((out / "release" / "images").glob("*.png"))
@@ -35,6 +35,20 @@ def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
     assert all((out / "private" / "latents").rglob("*.pt"))
     s = json.loads((out / "summary.json").read_text())
     assert s["done"] == 4 and s["identity"]["white_box"] is True
+    # Held-out figures come first, each labelled; none of their judges is a loss network.
+    keys = list(s)
+    assert keys.index("heldout") < keys.index("identity") < keys.index("attributes")
+    held = s["heldout"]
+    assert held["rule"].startswith("held-out") and held["detection"]["selected_inputs"] is False
+    assert {"sface", "lightcnn_v4"} <= set(held["identity"])
+    for name, j in held["identity"].items():
+        assert j["white_box"] is False and name not in ("dlib_resnet", "age_gender")
+        assert j["protocol_default"] == "attacker_alignment"
+        ident = j["attacker_alignment"]["identification"]
+        assert ident["n_evaluated"] == 4 and ident["chance_top1"] == 0.25 and ident["chance_mean_rank"] == 2.5
+    if "faceplugin" not in held.get("skipped", {}):
+        assert held["attributes"]["white_box"] is False and held["attributes"]["n"] == 4
+        assert held["attributes_paired_fake"]["n"] == 4
     assert 0 <= s["detection_rate"] <= 1 and "unrelated_false_match" in s["identity"]
     assert (out / "config.yaml").is_file()
 

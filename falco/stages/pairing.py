@@ -29,21 +29,22 @@ def nearest(real: torch.Tensor, fake: torch.Tensor, *, k: int = 1,
 
 
 def unique_assignment(real: torch.Tensor, fake: torch.Tensor, *, candidates: int = 32) -> torch.Tensor:
-    """One fake per original, never reused: greedy on each original's top candidates."""
-    if fake.shape[0] < real.shape[0]:
-        raise ValueError(f"unique pairing needs a pool at least as large as the dataset "
-                         f"({fake.shape[0]} < {real.shape[0]})")
+    """One fake per original, reused as little as possible: greedy on each original's top
+    candidates, by decreasing similarity. Each fake serves at most ceil(N / M) originals (1 when
+    the pool is at least as large as the dataset), so different people never share a starting
+    face while the pool allows it."""
+    capacity = -(-real.shape[0] // fake.shape[0])
     idx, sim = nearest(real, fake, k=min(candidates, fake.shape[0]))
-    taken: set[int] = set()
+    used = torch.zeros(fake.shape[0], dtype=torch.long)
     out = torch.full((real.shape[0],), -1, dtype=torch.long)
     for r in sim[:, 0].argsort(descending=True).tolist():
         for j in idx[r].tolist():
-            if j not in taken:
+            if used[j] < capacity:
                 out[r] = j
-                taken.add(j)
+                used[j] += 1
                 break
-    leftover = [r for r in range(real.shape[0]) if out[r] < 0]
-    free = iter(sorted(set(range(fake.shape[0])) - taken))
-    for r in leftover:  # all candidates taken: fall back to any unused fake
-        out[r] = next(free)
+    for r in (out < 0).nonzero().flatten().tolist():  # all candidates full: the least used fake
+        j = int(used.argmin())
+        out[r] = j
+        used[j] += 1
     return out

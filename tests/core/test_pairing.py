@@ -25,3 +25,13 @@ def test_nearest_rejects_k_larger_than_pool():
 
     with pytest.raises(ValueError, match="exceeds the fake pool size"):
         nearest(torch.randn(2, 3), torch.randn(1, 3), k=2)
+
+
+def test_unique_assignment_spreads_a_small_pool_evenly():
+    g = torch.Generator().manual_seed(1)
+    real, fake = torch.randn(10, 8, generator=g), torch.randn(4, 8, generator=g)
+    real[:6] = fake[0] + 0.01 * torch.randn(6, 8, generator=g)  # six originals all nearest to fake 0
+    out = unique_assignment(real, fake)
+    counts = torch.bincount(out, minlength=4)
+    assert counts.max() <= 3 and counts.sum() == 10  # ceil(10 / 4) = 3 per fake
+    assert counts[0] == 3

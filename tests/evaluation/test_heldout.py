@@ -1,0 +1,123 @@
+"""The held-out protocol on constructed cases: diversity, attacker-style alignment, disjointness."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evaluation.heldout import HeldoutJudges, diversity, heldout_report, load_heldout
+from falco.backbones.base import IdentityEncoder
+from falco.detect import Detection
+
+
+class PixelJudge(IdentityEncoder):
+    """Embeds the pixels around the first landmark it is given: re-identifies an image only when
+    it is cropped where that image's face really is (records the landmarks it was given)."""
+
+    name = "pixels"
+    input_size = 8
+    same_person_below = 0.05
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[torch.Tensor] = []
+
+    def crop_theta(self, landmarks, image_hw):
+        self.seen.append(landmarks.clone())
+        return landmarks[:, 0]  # (N,2): where to cut (not a real theta; only embed reads it)
+
+    def embed(self, image, theta=None):
+        out = []
+        for im, (x, y) in zip(image, theta.round().long(), strict=True):
+            out.append(im[:, y:y + 8, x:x + 8].flatten())
+        return torch.stack(out)
+
+    def distance(self, a, b):
+        return 1 - torch.nn.functional.cosine_similarity(a, b, dim=1)
+
+
+class KnownDetector:
+    """Knows where the face of each image it will be shown is (the attacker's own detection)."""
+
+    name = "known"
+
+    def __init__(self) -> None:
+        self.where: dict[bytes, tuple[int, int]] = {}
+
+    def add(self, images: torch.Tensor, where: list[tuple[int, int]]) -> None:
+        for im, w in zip(images, where, strict=True):
+            self.where[im.numpy().tobytes()] = w
+
+    def detect_tensor(self, images):
+        out = []
+        for im in images:
+            w = self.where.get(im.numpy().tobytes())
+            if w is None:
+                out.append(None)
+                continue
+            lm = np.array([w] * 5, dtype=np.float64)
+            out.append(Detection(np.array([*w, w[0] + 8, w[1] + 8], dtype=np.float64), 1.0, lm))
+        return out
+
+
+def _faces(n: int, seed: int = 0) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """n 32x32 images, each with a distinct random 8x8 "face" at a random place, zero elsewhere."""
+    g = torch.Generator().manual_seed(seed)
+    images, where = torch.zeros(n, 3, 32, 32), []
+    for i in range(n):
+        x, y = (int(v) for v in torch.randint(0, 24, (2,), generator=g))
+        images[i, :, y:y + 8, x:x + 8] = torch.rand(3, 8, 8, generator=g) * 2 - 1
+        where.append((x, y))
+    return images, where
+
+
+def test_identical_outputs_for_different_originals_collide_fully():
+    judge = PixelJudge()
+    originals = torch.randn(6, 16)
+    same = torch.ones(6, 16)  # every anonymized face identical
+    d = diversity(same, originals, list(range(6)), judge)
+    assert d["anonymized_same_person_rate"] == 1.0 and d["pairs"] == 15
+    assert d["originals_same_person_rate"] == 0.0
+    assert diversity(originals.clone(), originals, list(range(6)), judge)["anonymized_same_person_rate"] == 0.0
+    # pairs of the same person are not diversity pairs
+    assert diversity(same, originals, [0, 0, 1, 1, 2, 2], judge)["pairs"] == 12
+
+
+def test_attacker_alignment_is_the_default_protocol():
+    """The anonymized image holds the original's face moved elsewhere: cropping where the original's
+    landmarks are misses it, the attacker's own detection finds it (re-identified)."""
+    x, where_x = _faces(5)
+    y, where_y = torch.rand(x.shape, generator=torch.Generator().manual_seed(9)) * 0.2, []  # faint background
+    for i, (ax, ay) in enumerate(where_x):
+        bx, by = (ax + 12) % 24, (ay + 7) % 24
+        y[i, :, by:by + 8, bx:bx + 8] = x[i, :, ay:ay + 8, ax:ax + 8]
+        where_y.append((bx, by))
+    detector = KnownDetector()
+    detector.add(x, where_x)
+    detector.add(y, where_y)
+    judge = PixelJudge()
+    landmarks = torch.tensor([[[float(a), float(b)]] * 5 for a, b in where_x])
+    r = heldout_report(HeldoutJudges({"pixels": judge}, detector, None), [
+        {"originals": x, "anonymized": y, "landmarks": landmarks}])
+    rep = r["identity"]["pixels"]
+    assert rep["protocol_default"] == "attacker_alignment" and rep["white_box"] is False
+    assert rep["attacker_alignment"]["identification"]["top1"] == 1.0
+    assert rep["original_landmarks"]["identification"]["top1"] < 1.0
+    assert r["detection"]["rate"] == 1.0 and r["detection"]["selected_inputs"] is False
+
+
+def test_an_undetected_image_is_aligned_at_the_median_detection():
+    from evaluation.heldout import attacker_landmarks
+
+    dets = [Detection(np.zeros(4), 1.0, np.full((5, 2), v)) for v in (10.0, 20.0, 30.0)] + [None]
+    lm, found = attacker_landmarks(dets, torch.zeros(4, 5, 2))
+    assert found.tolist() == [True, True, True, False] and torch.all(lm[3] == 20.0)
+
+
+def test_a_loss_network_cannot_be_a_heldout_judge():
+    with pytest.raises(ValueError, match="white-box"):
+        load_heldout(("sface",), detector=False, attributes=False, loss_networks=("sface",))
+    with pytest.raises(ValueError, match="unknown held-out"):
+        load_heldout(("dlib_resnet",), detector=False, attributes=False)
