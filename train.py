@@ -82,7 +82,7 @@ def heldout_judges(cfg: DictConfig, nets: Networks):
         return None
     from evaluation.heldout import load_heldout
 
-    return load_heldout(tuple(h.recognizers), detector=h.detector, attributes=h.attributes,
+    return load_heldout(tuple(h.recognizers), detector=h.detector, attributes=tuple(h.attributes),
                         loss_networks=(nets.identity.name, nets.attributes.name), device=cfg.device)
 
 

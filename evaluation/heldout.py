@@ -45,6 +45,7 @@ from .metrics.reid import verification as tar_at_far
 
 RULE = "held-out: no loss of the run uses these networks (figures first); white-box figures come from the loss's own"
 RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
+ATTRIBUTES = ("adience", "mini_xception", "faceplugin")
 BATCH = 64  # images per forward pass: memory bounded by a batch, not by the dataset
 
 
@@ -65,33 +66,47 @@ def _loaders() -> dict[str, Any]:
     return {"sface": sface, "lightcnn_v4": lightcnn, "faceplugin_mfn": mfn}
 
 
+def _attribute_loaders() -> dict[str, Any]:
+    """name -> loader of an attribute judge: predict(images, boxes) -> {"male", "age", ...}."""
+    def faceplugin():
+        from falco.backbones.faceplugin import load_faceplugin_attributes
+        return load_faceplugin_attributes()
+
+    def adience():
+        from falco.backbones.adience import load_adience
+        return load_adience()
+
+    def mini_xception():
+        from falco.backbones.mini_xception import load_mini_xception
+        return load_mini_xception()
+
+    return {"adience": adience, "mini_xception": mini_xception, "faceplugin": faceplugin}
+
+
 @dataclass
 class HeldoutJudges:
     recognizers: dict[str, IdentityEncoder]
     detector: Any | None  # YuNetDetector: detect_tensor(images) -> [Detection | None]
-    attributes: Any | None  # FacepluginAttributes: predict(images, boxes) -> {...}
+    attributes: dict[str, Any] = field(default_factory=dict)  # name -> predict(images, boxes) -> {...}
     skipped: dict[str, str] = field(default_factory=dict)  # judge -> why it is not in this report
-
-    def names(self) -> list[str]:
-        return list(self.recognizers) + [n for n, j in (("yunet", self.detector), ("faceplugin", self.attributes))
-                                         if j is not None]
 
 
 def load_heldout(recognizers: tuple[str, ...] | list[str] = RECOGNIZERS, *, detector: bool = True,
-                 attributes: bool = True, loss_networks: tuple[str, ...] = (), device: str | torch.device = "cpu"
-                 ) -> HeldoutJudges:
+                 attributes: tuple[str, ...] | list[str] = ATTRIBUTES, loss_networks: tuple[str, ...] = (),
+                 device: str | torch.device = "cpu") -> HeldoutJudges:
     """The held-out judges; one whose weights are missing is skipped with the reason recorded.
 
     loss_networks: names of every network a loss of the run uses; a judge among them is an error
     (it would be white-box)."""
-    loaders = _loaders()
-    unknown = set(recognizers) - set(loaders)
+    loaders, attribute_loaders = _loaders(), _attribute_loaders()
+    unknown = (set(recognizers) - set(loaders)) | (set(attributes) - set(attribute_loaders))
     if unknown:
-        raise ValueError(f"unknown held-out recognizers {sorted(unknown)}; known: {sorted(loaders)}")
-    clash = (set(recognizers) | {"yunet", "faceplugin"}) & set(loss_networks)
+        raise ValueError(f"unknown held-out judges {sorted(unknown)}; known: recognizers {sorted(loaders)}, "
+                         f"attributes {sorted(attribute_loaders)}")
+    clash = (set(recognizers) | set(attributes) | {"yunet"}) & set(loss_networks)
     if clash:
         raise ValueError(f"held-out judges {sorted(clash)} are also used by a loss: they would be white-box")
-    out = HeldoutJudges({}, None, None)
+    out = HeldoutJudges({}, None)
     for name in recognizers:
         try:
             out.recognizers[name] = loaders[name]().to(device)
@@ -101,13 +116,11 @@ def load_heldout(recognizers: tuple[str, ...] | list[str] = RECOGNIZERS, *, dete
         from falco.backbones.yunet import load_yunet
 
         out.detector = load_yunet(device=device)
-    if attributes:
+    for name in attributes:
         try:
-            from falco.backbones.faceplugin import load_faceplugin_attributes
-
-            out.attributes = load_faceplugin_attributes().to(device)
+            out.attributes[name] = attribute_loaders[name]().to(device)
         except MissingWeights as e:
-            out.skipped["faceplugin"] = str(e)
+            out.skipped[name] = str(e)
     for name, why in out.skipped.items():
         print(f"[held-out] {name} skipped: {why}", flush=True)
     return out
@@ -194,13 +207,13 @@ def measure_chunk(judges: HeldoutJudges, chunk: dict[str, torch.Tensor]) -> dict
             for name, j in judges.recognizers.items():
                 out[f"emb/{name}/y_attacker"] = embed(j, images, lm_att)
                 out[f"emb/{name}/y_landmarks"] = embed(j, images, lm)
-        if judges.attributes is not None:
-            out[f"attr/{key}"] = _predict(judges.attributes, images, boxes_of(det, lm_att))
+        for name, a in judges.attributes.items():
+            out[f"attr/{name}/{key}"] = _predict(a, images, boxes_of(det, lm_att))
     for name, j in judges.recognizers.items():
         out[f"emb/{name}/x_attacker"] = embed(j, x, lm_x)
         out[f"emb/{name}/x_landmarks"] = embed(j, x, lm)
-    if judges.attributes is not None:
-        out["attr/originals"] = _predict(judges.attributes, x, boxes_of(det_x, lm_x))
+    for name, a in judges.attributes.items():
+        out[f"attr/{name}/originals"] = _predict(a, x, boxes_of(det_x, lm_x))
     return out
 
 
@@ -228,20 +241,26 @@ def recognizer_report(name: str, judge: IdentityEncoder, m: dict, identities: li
 
 
 def attribute_report(attributes: Any, p_x: dict[str, torch.Tensor], p_y: dict[str, torch.Tensor]) -> dict:
-    """Held-out attributes of anonymized (p_y) vs original (p_x) predictions."""
-    g = gender_agreement(p_x["male"], p_y["male"])
-    same = round(g["agreement"] * g["n"]) if g["n"] else 0
-    pose = {k: float((p_y[k] - p_x[k]).abs().mean()) for k in ("yaw", "pitch", "roll")}
-    expr = (p_x["expression"].argmax(1) == p_y["expression"].argmax(1)).double()
-    age = age_difference(p_x["age"], p_y["age"])
-    return {"network": getattr(attributes, "name", "faceplugin"), "white_box": False,
-            "source": getattr(attributes, "source", None), "licence": getattr(attributes, "licence", None),
-            "gender_agreement": g["agreement"], "gender_ci95": wilson_interval(same, g["n"]),
-            "age_abs_diff": age["mae"], "age_abs_diff_median": age["median_ae"], "age_signed": age["mean_signed"],
-            "pose_error_deg": {**pose, "mean": sum(pose.values()) / 3},
-            "expression_agreement": float(expr.mean()), "n": int(len(expr)),
-            "male_share_originals": float((p_x["male"] > 0.5).double().mean()),
-            "male_share_anonymized": float((p_y["male"] > 0.5).double().mean())}
+    """Held-out attributes of anonymized (p_y) vs original (p_x) predictions: what the network
+    predicts among gender, age, head pose and expression."""
+    out: dict[str, Any] = {"network": getattr(attributes, "name", "?"), "white_box": False,
+                           "source": getattr(attributes, "source", None),
+                           "licence": getattr(attributes, "licence", None), "n": int(len(next(iter(p_x.values()))))}
+    if "male" in p_x:
+        g = gender_agreement(p_x["male"], p_y["male"])
+        out.update(gender_agreement=g["agreement"], gender_ci95=wilson_interval(round(g["agreement"] * g["n"]), g["n"]),
+                   male_share_originals=float((p_x["male"] > 0.5).double().mean()),
+                   male_share_anonymized=float((p_y["male"] > 0.5).double().mean()))
+    if "age" in p_x:
+        age = age_difference(p_x["age"], p_y["age"])
+        out.update(age_abs_diff=age["mae"], age_abs_diff_median=age["median_ae"], age_signed=age["mean_signed"])
+    if "yaw" in p_x:
+        pose = {k: float((p_y[k] - p_x[k]).abs().mean()) for k in ("yaw", "pitch", "roll")}
+        out["pose_error_deg"] = {**pose, "mean": sum(pose.values()) / 3}
+    if "expression" in p_x:
+        same = p_x["expression"].argmax(1) == p_y["expression"].argmax(1)
+        out["expression_agreement"] = float(same.double().mean())
+    return out
 
 
 def _predict(attributes: Any, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -285,10 +304,12 @@ def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | Non
                                "note": "the inputs were selected by MTCNN, not by this detector"}
     report["identity"] = {name: recognizer_report(name, j, m, ident, has_identities, fars)
                           for name, j in judges.recognizers.items()}
-    if judges.attributes is not None:
-        report["attributes"] = attribute_report(judges.attributes, m["attr/originals"], m["attr/anonymized"])
-        for key in [k[5:] for k in m if k.startswith("attr/") and k not in ("attr/originals", "attr/anonymized")]:
-            report[f"attributes_{key}"] = attribute_report(judges.attributes, m["attr/originals"], m[f"attr/{key}"])
+    report["attributes"] = {name: attribute_report(a, m[f"attr/{name}/originals"], m[f"attr/{name}/anonymized"])
+                            for name, a in judges.attributes.items()}
+    extra = sorted({k.split("/")[2] for k in m if k.startswith("attr/")} - {"originals", "anonymized"})
+    for key in extra:
+        report[f"attributes_{key}"] = {name: attribute_report(a, m[f"attr/{name}/originals"], m[f"attr/{name}/{key}"])
+                                       for name, a in judges.attributes.items()}
     if judges.skipped:
         report["skipped"] = dict(judges.skipped)
     return report
@@ -308,18 +329,27 @@ def format_heldout(r: dict) -> list[str]:
             f"(unrelated originals {native.get('false_match_rate', float('nan')):.1%})")
         lines.append(f"    diversity: different people's anonymized faces called one person "
                      f"{div['anonymized_same_person_rate']:.1%} (originals {div['originals_same_person_rate']:.1%})")
-    if "attributes" in r:
-        a = r["attributes"]
-        lines.append(f"  attributes [{a['network']}] gender agreement {a['gender_agreement']:.1%}, "
-                     f"|age diff| {a['age_abs_diff']:.1f} y, pose error {a['pose_error_deg']['mean']:.1f} deg, "
-                     f"expression agreement {a['expression_agreement']:.1%}")
-        if "attributes_paired_fake" in r:
-            b = r["attributes_paired_fake"]
-            lines.append(f"    paired fake before optimization: gender agreement {b['gender_agreement']:.1%}, "
-                         f"|age diff| {b['age_abs_diff']:.1f} y")
+    for name, a in r.get("attributes", {}).items():
+        lines.append(f"  attributes [{name}] " + _attribute_line(a))
+        b = r.get("attributes_paired_fake", {}).get(name)
+        if b is not None:
+            lines.append("    paired fake before optimization: " + _attribute_line(b))
     if "detection" in r:
         d = r["detection"]
         lines.append(f"  detection [{d['detector']}, did not select the inputs] {d['rate']:.1%}")
     for name, why in r.get("skipped", {}).items():
         lines.append(f"  {name}: skipped ({why.splitlines()[0][:120]})")
     return lines
+
+
+def _attribute_line(a: dict) -> str:
+    parts = []
+    if "gender_agreement" in a:
+        parts.append(f"gender agreement {a['gender_agreement']:.1%} (male share {a['male_share_originals']:.0%})")
+    if "age_abs_diff" in a:
+        parts.append(f"|age diff| {a['age_abs_diff']:.1f} y")
+    if "pose_error_deg" in a:
+        parts.append(f"pose error {a['pose_error_deg']['mean']:.1f} deg")
+    if "expression_agreement" in a:
+        parts.append(f"expression agreement {a['expression_agreement']:.1%}")
+    return ", ".join(parts)

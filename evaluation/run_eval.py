@@ -24,6 +24,7 @@ from falco.stages.prepare import Prepared
 
 from .attribute_classifier import load_classifier
 from .baselines import BASELINES
+from .heldout import heldout_report, load_heldout
 from .metrics.attributes import attribute_accuracy, attribute_agreement
 from .metrics.consistency import identity_consistency
 from .metrics.detection import best_landmarks, detect, detection_rate, mtcnn_detector
@@ -114,6 +115,18 @@ def _embed(judge: IdentityEncoder, images: torch.Tensor, theta: torch.Tensor | N
     return torch.cat(parts)
 
 
+def heldout_metrics(cfg: DictConfig, data: EvalData) -> dict | None:
+    """The held-out protocol (evaluation/heldout.py), first in every evaluation; None when off."""
+    h = cfg.heldout
+    if not h.enabled:
+        return None
+    judges = load_heldout(tuple(h.recognizers), detector=h.detector, attributes=tuple(h.attributes),
+                          loss_networks=(data.loss_judge,) if data.loss_judge else ())
+    chunks = ({"originals": data.originals[s:s + 64], "anonymized": data.anonymized[s:s + 64],
+               "landmarks": data.landmarks[s:s + 64]} for s in range(0, len(data.ids), 64))
+    return heldout_report(judges, chunks, data.identities if data.has_identities else None, tuple(cfg.far))
+
+
 def geometry_and_detection(data: EvalData, threshold: float) -> dict:
     detector = mtcnn_detector()
     dets = detect(data.anonymized, detector)
@@ -166,7 +179,7 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     data = load_run(run_dir, cfg.cache_dir, cfg.baseline)
     method = cfg.baseline or data.run_config.method.name
-    results: dict = {"judges": []}
+    results: dict = {"heldout": heldout_metrics(cfg, data), "judges": []}
     for name, judge_cfg in cfg.judges.items():
         if judge_cfg.enabled:
             results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far)))

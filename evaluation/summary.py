@@ -13,7 +13,7 @@ def _m(value: Any, judge: str | None = None, white_box: bool | None = None) -> d
 
 
 def flatten(results: dict) -> dict[str, dict]:
-    metrics: dict[str, dict] = {}
+    metrics: dict[str, dict] = heldout_metrics(results.get("heldout"))
     for j in results["judges"]:
         name, wb = j["judge"], j["white_box"]
         metrics[f"reid_top1@{name}"] = _m(j["identification"]["top1"], name, wb)
@@ -42,6 +42,37 @@ def flatten(results: dict) -> dict[str, dict]:
     if "keyed" in results:
         metrics.update(_keyed(results["keyed"]))
     return metrics
+
+
+def heldout_metrics(h: dict | None) -> dict[str, dict]:
+    """The held-out protocol's headline figures (attacker alignment), all labelled held-out."""
+    if not h:
+        return {}
+    out: dict[str, dict] = {}
+    for name, j in h["identity"].items():
+        a = j["attacker_alignment"]
+        out[f"heldout_reid_top1@{name}"] = _m(a["identification"]["top1"], name, False)
+        out[f"heldout_chance_top1@{name}"] = _m(a["identification"]["chance_top1"], name, False)
+        out[f"heldout_mean_rank@{name}"] = _m(a["identification"]["mean_rank"], name, False)
+        out[f"heldout_chance_mean_rank@{name}"] = _m(a["identification"]["chance_mean_rank"], name, False)
+        native = a["verification"]["native"] or {}
+        out[f"heldout_reid_native@{name}"] = _m(native.get("reid_rate"), name, False)
+        out[f"heldout_false_match_unrelated@{name}"] = _m(native.get("false_match_rate"), name, False)
+        if "0.01" in a["verification"]["at_far"]:
+            out[f"heldout_reid_tar_far1e-2@{name}"] = _m(a["verification"]["at_far"]["0.01"]["tar"], name, False)
+        out[f"heldout_diversity_collisions@{name}"] = _m(j["diversity"]["anonymized_same_person_rate"], name, False)
+        out[f"heldout_diversity_collisions_originals@{name}"] = _m(
+            j["diversity"]["originals_same_person_rate"], name, False)
+    for name, a in h.get("attributes", {}).items():
+        for key in ("gender_agreement", "age_abs_diff", "expression_agreement"):
+            if key in a:
+                out[f"heldout_{key}@{name}"] = _m(a[key], name, False)
+        if "pose_error_deg" in a:
+            out[f"heldout_pose_error_deg@{name}"] = _m(a["pose_error_deg"]["mean"], name, False)
+    if "detection" in h:
+        out[f"heldout_detection@{h['detection']['detector']}"] = _m(h["detection"]["rate"], h["detection"]["detector"],
+                                                                    False)
+    return out
 
 
 def _keyed(r: dict) -> dict[str, dict]:

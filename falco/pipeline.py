@@ -20,6 +20,7 @@ from .stages.fakepool import load_pool, run_fakepool
 from .stages.frame import generator_frame
 from .stages.pairing import nearest, unique_assignment
 from .stages.prepare import Prepared, Source, run_prepare
+from .views import robust_features
 
 
 @dataclass
@@ -43,6 +44,7 @@ class StageKnobs:
     pairing_k: int = 1  # neighbours kept per original (the first one initializes the latent)
     pairing_unique: bool = False  # never give two originals the same fake
     pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
+    pairing_views: int = 0  # pairing features averaged over this many fixed random views (0 = one plain view)
     frame_samples: int = 64  # generator samples used to measure its face frame
     batch: int = 32  # images per batch in the batched stages
     keep_unaligned: bool = False  # also store each photo unaligned (set by method.faithful_quirks)
@@ -115,9 +117,11 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
 
     pool_spec = {"generator": fp["generator"], "attributes": fp["attributes"], "frame": keys["frame"],
                  "size": knobs.pool_size, "seed": knobs.pool_seed, "min_prob": nets.detector.min_prob}
+    if knobs.pairing_views:  # only then: the default's cache keys stay what they were
+        pool_spec["views"] = knobs.pairing_views
     pool = load_pool(stage("fakepool", pool_spec, lambda out: run_fakepool(
         nets.generator, nets.attributes, template, out, size=knobs.pool_size, seed=knobs.pool_seed,
-        detector=nets.detector)))
+        detector=nets.detector, views=knobs.pairing_views)))
 
     att = nets.attributes
     pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "k": knobs.pairing_k,
@@ -129,8 +133,8 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
                            "stages.pairing_detectable_only=false or check the generator")
 
     def compute_pairing(out: Path) -> None:
-        real = _batched(lambda x, lm: att.pairing_features(x, att.crop_thetas(lm, (res, res))),
-                        prepared, knobs.batch)
+        real = _batched(lambda x, lm: robust_features(att.pairing_features, x, att.crop_thetas(lm, (res, res)),
+                                                      knobs.pairing_views), prepared, knobs.batch)
         feats = pool["features"][usable]
         if knobs.pairing_unique:
             idx = unique_assignment(real, feats)[:, None]

@@ -96,3 +96,17 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor, radius: int = 2) -> torch.Tensor
     y = F.conv2d(y, kc.view(n * c, 1, 1, -1), groups=n * c)
     y = F.conv2d(y, kc.view(n * c, 1, -1, 1), groups=n * c)
     return y.reshape(n, c, h, w)
+
+
+def robust_features(features, images: torch.Tensor, thetas: dict[str, torch.Tensor], views: int,
+                    spec: ViewSpec | None = None, seed: int = 0) -> torch.Tensor:
+    """(N, D) mean of `features(images, thetas)` over the plain view and `views` fixed random ones
+    (the same views for every image, so an original and a fake are seen alike): pairing by what
+    the attribute network sees under every view, not by what one crop happens to show."""
+    out = features(images, thetas).float()
+    if views <= 0:
+        return out
+    p = draw(ViewSpec(views=views) if spec is None else spec, [seed], 1)[:, 0]  # (1, V, P)
+    p = p.expand(images.shape[0], -1, -1)
+    many = features(photometric(images, p), jitter_thetas(thetas, p)).float()
+    return (out + many.view(views, images.shape[0], -1).sum(0)) / (views + 1)

@@ -18,14 +18,17 @@ from tqdm.auto import tqdm
 from ..backbones.base import AttributeEncoder, Generator
 from ..detect import FaceDetector
 from ..seeds import stream_seed
+from ..views import robust_features
 
 CHUNK = 64  # samples per generator call; part of the pool's definition (seeds are per chunk)
 SHARD_CHUNKS = 64  # chunks per saved shard
 
 
 def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: torch.Tensor, out: Path,
-                 *, size: int, seed: int, device: str = "cpu", detector: FaceDetector | None = None) -> None:
-    """detector: if given, each fake records whether MTCNN finds a face in it (`detected`)."""
+                 *, size: int, seed: int, device: str = "cpu", detector: FaceDetector | None = None,
+                 views: int = 0) -> None:
+    """detector: if given, each fake records whether MTCNN finds a face in it (`detected`).
+    views: pairing features averaged over this many fixed random views (falco/views.py)."""
     res = generator.resolution
     lat, feat, found, shard = [], [], [], 0
     for c in tqdm(range(math.ceil(size / CHUNK)), desc="fake pool: sample + embed", unit="chunk"):
@@ -34,7 +37,7 @@ def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: t
         with torch.no_grad():
             images = generator.synthesize(z).float()
             lm = (template * res).to(device).expand(n, -1, -1)
-            f = attributes.pairing_features(images, attributes.crop_thetas(lm, (res, res)))
+            f = robust_features(attributes.pairing_features, images, attributes.crop_thetas(lm, (res, res)), views)
         lat.append(z.cpu())
         feat.append(f.float().cpu())
         hits = [d is not None for d in detector.detect_tensor(images)] if detector else [True] * n

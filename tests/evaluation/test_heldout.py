@@ -99,7 +99,7 @@ def test_attacker_alignment_is_the_default_protocol():
     detector.add(y, where_y)
     judge = PixelJudge()
     landmarks = torch.tensor([[[float(a), float(b)]] * 5 for a, b in where_x])
-    r = heldout_report(HeldoutJudges({"pixels": judge}, detector, None), [
+    r = heldout_report(HeldoutJudges({"pixels": judge}, detector), [
         {"originals": x, "anonymized": y, "landmarks": landmarks}])
     rep = r["identity"]["pixels"]
     assert rep["protocol_default"] == "attacker_alignment" and rep["white_box"] is False
@@ -118,6 +118,6 @@ def test_an_undetected_image_is_aligned_at_the_median_detection():
 
 def test_a_loss_network_cannot_be_a_heldout_judge():
     with pytest.raises(ValueError, match="white-box"):
-        load_heldout(("sface",), detector=False, attributes=False, loss_networks=("sface",))
+        load_heldout(("sface",), detector=False, attributes=(), loss_networks=("sface",))
     with pytest.raises(ValueError, match="unknown held-out"):
-        load_heldout(("dlib_resnet",), detector=False, attributes=False)
+        load_heldout(("dlib_resnet",), detector=False, attributes=())
