@@ -23,7 +23,10 @@ judge's calibrated same-person threshold, with the unrelated originals' false-ma
 Diversity: share of pairs of different originals whose anonymized faces the judge calls the same
 person, beside that share among the originals themselves (identical outputs score 100%).
 Attributes: gender agreement, mean |age difference|, head-pose error (degrees), expression
-agreement, anonymized vs original, each image cropped from its own YuNet box.
+agreement, anonymized vs original, each image cropped from its own YuNet box; beside them the
+same figures for the paired fakes before optimization and for the MIRRORED originals: a judge
+agrees with itself on a face and its mirror image only so often (on 64 px faces, far from
+always), which bounds any agreement it can report.
 """
 
 from __future__ import annotations
@@ -156,7 +159,7 @@ def boxes_of(detections: list, landmarks: torch.Tensor) -> torch.Tensor:
 def embed(judge: IdentityEncoder, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
     """(N,D) embeddings, each image aligned with its own row of `landmarks`, in batches."""
     size = images.shape[-2:]
-    device = next(judge.parameters()).device
+    device = _device(judge)
     parts = []
     with torch.no_grad():
         for s in range(0, len(images), BATCH):
@@ -196,6 +199,8 @@ def measure_chunk(judges: HeldoutJudges, chunk: dict[str, torch.Tensor]) -> dict
     """Detections, embeddings (both protocols) and attribute predictions of one chunk of images."""
     x, y, lm = chunk["originals"], chunk["anonymized"], chunk["landmarks"].float()
     sets = {"anonymized": y, **{k: v for k, v in chunk.items() if k not in ("originals", "anonymized", "landmarks")}}
+    if judges.attributes:  # each judge's own ceiling: how often it agrees with itself on the mirrored original
+        sets["original_mirrored"] = x.flip(-1)
     det_x = judges.detector.detect_tensor(x) if judges.detector else [None] * len(x)
     lm_x, found_x = attacker_landmarks(det_x, lm)
     out: dict[str, Any] = {"found_x": found_x}
@@ -264,7 +269,7 @@ def attribute_report(attributes: Any, p_x: dict[str, torch.Tensor], p_y: dict[st
 
 
 def _predict(attributes: Any, images: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
-    device = next(attributes.parameters()).device
+    device = _device(attributes)
     parts = []
     with torch.no_grad():
         for s in range(0, len(images), BATCH):
@@ -331,9 +336,11 @@ def format_heldout(r: dict) -> list[str]:
                      f"{div['anonymized_same_person_rate']:.1%} (originals {div['originals_same_person_rate']:.1%})")
     for name, a in r.get("attributes", {}).items():
         lines.append(f"  attributes [{name}] " + _attribute_line(a))
-        b = r.get("attributes_paired_fake", {}).get(name)
-        if b is not None:
-            lines.append("    paired fake before optimization: " + _attribute_line(b))
+        for key, what in (("paired_fake", "paired fake before optimization"),
+                          ("original_mirrored", "judge ceiling (original vs its mirror image)")):
+            b = r.get(f"attributes_{key}", {}).get(name)
+            if b is not None:
+                lines.append(f"    {what}: " + _attribute_line(b))
     if "detection" in r:
         d = r["detection"]
         lines.append(f"  detection [{d['detector']}, did not select the inputs] {d['rate']:.1%}")
@@ -353,3 +360,10 @@ def _attribute_line(a: dict) -> str:
     if "expression_agreement" in a:
         parts.append(f"expression agreement {a['expression_agreement']:.1%}")
     return ", ".join(parts)
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    """Where a judge's weights are (parameters or buffers; CPU when it has neither)."""
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")

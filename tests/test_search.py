@@ -43,3 +43,14 @@ def test_two_trial_optuna_search_returns_the_evaluated_objective(tmp_path):
     ours = [row for row in csv.DictReader(table.open()) if row["Method"] == "falco"]
     assert [float(row["margin"]) for row in ours] == sorted(float(p["method.margin"]) for _, p in trials.values())
     assert all(row["Gender agreement % [age_gender]"] for row in ours)  # the search's utility is in the table
+
+    # The chosen point, run again on a disjoint split (another stream of faces) and scored there.
+    from evaluation.search_report import main as search_report
+
+    out = search_report([str(sweep), "data.seed=1"])
+    assert out["chosen"] == best["best_params"] and out["search_split_value"] == best["best_value"]
+    report_eval = json.loads((sweep / "report" / "eval" / "falco" / "summary.json").read_text())
+    assert out["report_value"] == objective_value(report_eval["metrics"], spec)
+    report_cfg = yaml.safe_load((sweep / "report" / "config.yaml").read_text())
+    assert report_cfg["data"]["seed"] == 1 and report_cfg["data"]["identities"] == 4
+    assert all(report_cfg["method"][k.split(".")[1]] == v for k, v in best["best_params"].items())
