@@ -103,7 +103,7 @@ def _blob(buf: memoryview) -> np.ndarray:
     chunks: list[np.ndarray] = []
     for field, wire, value in _fields(buf):
         if field == 5 and wire == 2:
-            chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[arg-type]
+            chunks.append(np.frombuffer(value, dtype="<f4"))  # type: ignore[call-overload]
         elif field == 5 and wire == 5:
             chunks.append(np.array(struct.unpack("<f", value), dtype="<f4"))  # type: ignore[arg-type]
         elif field == 7 and wire == 2:
@@ -131,7 +131,7 @@ def read_caffemodel(path: str | Path) -> dict[str, list[np.ndarray]]:
         name, blobs = "", []
         for f, w, v in _fields(value):  # type: ignore[arg-type]
             if f == name_field and w == 2:
-                name = bytes(v).decode()  # type: ignore[arg-type]
+                name = bytes(v).decode()  # type: ignore[call-overload]
             elif f == blob_field and w == 2:
                 blobs.append(_blob(v))  # type: ignore[arg-type]
         if blobs:
