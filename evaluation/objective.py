@@ -34,8 +34,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 @dataclass(frozen=True)
 class Objective:
-    maximize: str = "gender_agreement"  # summary metric to maximize (a rate in [0, 1])
-    reid: str = "reid_native@dlib_resnet"  # re-identification metric held under the ceiling
+    maximize: str = "heldout_gender_agreement@adience"  # summary metric to maximize (a rate in [0, 1])
+    reid: str = "heldout_reid_native@sface"  # re-identification metric held under the ceiling
     ceiling: float = 0.05  # highest re-ID rate with no penalty
     penalty: float = 10.0  # objective lost per unit of re-ID above the ceiling
     evaluate: Sequence[str] = field(default_factory=tuple)  # overrides of conf/evaluate.yaml

@@ -32,6 +32,16 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
         assert key in m and m[key]["value"] is not None, key
     assert "attr_accuracy_mean@clf" not in m  # synthetic faces carry no attribute labels
     assert all(v["white_box"] is not None for k, v in m.items() if k.startswith(("reid", "false_match")))
+    # The held-out protocol comes first, labelled held-out, with chance beside re-ID.
+    first = list(m)[0]
+    assert first.startswith("heldout_")
+    assert all(v["white_box"] is False for k, v in m.items() if k.startswith("heldout"))
+    for key in ("heldout_reid_top1@sface", "heldout_chance_top1@sface", "heldout_mean_rank@lightcnn_v4",
+                "heldout_diversity_collisions@sface", "heldout_gender_agreement@adience",
+                "heldout_age_abs_diff@adience", "heldout_detection@yunet"):
+        assert m[key]["value"] is not None, key
+    assert m["heldout_chance_top1@sface"]["value"] == 1 / 6
+    assert falco["details"]["heldout"]["identity"]["sface"]["protocol_default"] == "attacker_alignment"
     assert (out / "eval" / "falco" / "summary.json").is_file()
     logged = next((out / "eval" / "falco").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
     assert {f"eval/{k}" for k, v in m.items() if v["value"] is not None} <= set(logged)  # every metric logged
@@ -39,6 +49,8 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     # Originals judged against themselves: every one is identified.
     same = _eval(out, "baseline=original")
     assert same["metrics"]["reid_top1@dlib_resnet"]["value"] == 1.0
+    assert same["metrics"]["heldout_reid_top1@sface"]["value"] == 1.0  # held-out judges re-identify them too
+    assert same["metrics"]["heldout_gender_agreement@adience"]["value"] == 1.0
     assert same["metrics"]["reid_top1@dlib_resnet"]["white_box"] is False  # no loss involved
     blur = _eval(out, "baseline=blur")
     assert blur["metrics"]["gender_agreement"]["white_box"] is False  # no loss used the network on a baseline
