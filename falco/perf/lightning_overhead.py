@@ -37,7 +37,7 @@ class ItemsDataset(Dataset):
         k = i % self.p.originals.shape[0]
         fixed = self.p.fixed[k] if self.p.fixed is not None else self.p.init[k]
         return {"index": i, "image": self.p.originals[k], "landmarks": self.p.landmarks[k], "fixed": fixed,
-                "fake": self.p.init[k], "init": self.p.init[k]}
+                "fake": self.p.init[k], "init": self.p.init[k], "seed": k}  # seed: the image's random views
 
 
 def module_for(problem: Problem, steps: int) -> AnonymizerModule:
