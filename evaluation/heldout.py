@@ -40,6 +40,7 @@ import torch
 
 from falco.backbones.base import IdentityEncoder
 from falco.backbones.checkpoints import MissingWeights
+from falco.progress import Progress
 
 from .metrics.attributes import age_difference, gender_agreement
 from .metrics.reid import identification as closed_set
@@ -288,7 +289,12 @@ def heldout_report(judges: HeldoutJudges, chunks: Iterable[dict[str, torch.Tenso
     optimization, reported under "attributes_paired_fake"). Only embeddings and predictions are
     kept between chunks: memory is bounded by a chunk, not by the dataset.
     identities: the dataset's person of each image, in order (None: every image its own person)."""
-    return report_from(judges, [measure_chunk(judges, c) for c in chunks], identities, fars)
+    parts = []
+    with Progress("held-out judges", len(identities) if identities is not None else None) as bar:
+        for c in chunks:
+            parts.append(measure_chunk(judges, c))
+            bar.update(len(c["originals"]))
+    return report_from(judges, parts, identities, fars)
 
 
 def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | None = None,
@@ -315,9 +321,39 @@ def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | Non
     for key in extra:
         report[f"attributes_{key}"] = {name: attribute_report(a, m[f"attr/{name}/originals"], m[f"attr/{name}/{key}"])
                                        for name, a in judges.attributes.items()}
+    consensus = gender_consensus({name: m[f"attr/{name}/originals"] for name in judges.attributes},
+                                 {name: m[f"attr/{name}/anonymized"] for name in judges.attributes})
+    if consensus is not None:
+        report["gender_consensus"] = consensus
     if judges.skipped:
         report["skipped"] = dict(judges.skipped)
     return report
+
+
+def gender_consensus(p_x: dict[str, dict], p_y: dict[str, dict]) -> dict | None:
+    """How far the gender judges agree with EACH OTHER on the originals, and the figures that
+    survive their disagreement: the majority vote of the judges (original vs anonymized), and each
+    judge's agreement on the originals whose gender all judges read alike. On faces where the
+    judges disagree among themselves (small or synthetic faces), no method can score high on every
+    judge; these say which part of a low agreement is the judges' and which the method's.
+    None with fewer than two gender judges."""
+    names = [k for k in p_x if "male" in p_x[k]]
+    if len(names) < 2:
+        return None
+    mx = {k: p_x[k]["male"] > 0.5 for k in names}
+    my = {k: p_y[k]["male"] > 0.5 for k in names}
+    pairwise = {f"{a}|{b}": float((mx[a] == mx[b]).double().mean()) for i, a in enumerate(names) for b in names[i + 1:]}
+    votes_x = torch.stack([mx[k] for k in names]).double().mean(0)
+    votes_y = torch.stack([my[k] for k in names]).double().mean(0)
+    decided = (votes_x != 0.5) & (votes_y != 0.5)  # an even split is no majority
+    unanimous = (votes_x == 0) | (votes_x == 1)
+    n_u = int(unanimous.sum())
+    return {"judges": names, "pairwise_agreement_originals": pairwise,
+            "majority_gender_agreement": float(((votes_x > 0.5) == (votes_y > 0.5))[decided].double().mean())
+            if decided.any() else None, "majority_n": int(decided.sum()),
+            "unanimous_originals_share": n_u / len(votes_x), "unanimous_n": n_u,
+            "gender_agreement_on_unanimous": {k: float((mx[k] == my[k])[unanimous].double().mean()) if n_u else None
+                                              for k in names}}
 
 
 def format_heldout(r: dict) -> list[str]:
@@ -341,6 +377,17 @@ def format_heldout(r: dict) -> list[str]:
             b = r.get(f"attributes_{key}", {}).get(name)
             if b is not None:
                 lines.append(f"    {what}: " + _attribute_line(b))
+    c = r.get("gender_consensus")
+    if c is not None:
+        pair = ", ".join(f"{k} {v:.0%}" for k, v in c["pairwise_agreement_originals"].items())
+        on_u = ", ".join(f"{k} {v:.0%}" for k, v in c["gender_agreement_on_unanimous"].items() if v is not None)
+        maj = c["majority_gender_agreement"]
+        lines.append(f"  gender judges among themselves on the originals: {pair}; all agree on "
+                     f"{c['unanimous_originals_share']:.0%} (n = {c['unanimous_n']})")
+        lines.append(f"    majority of the judges: gender agreement {maj:.1%}" if maj is not None else
+                     "    majority of the judges: no decided face")
+        if on_u:
+            lines.append(f"    on the originals all judges agree on: {on_u}")
     if "detection" in r:
         d = r["detection"]
         lines.append(f"  detection [{d['detector']}, did not select the inputs] {d['rate']:.1%}")

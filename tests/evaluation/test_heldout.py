@@ -121,3 +121,19 @@ def test_a_loss_network_cannot_be_a_heldout_judge():
         load_heldout(("sface",), detector=False, attributes=(), loss_networks=("sface",))
     with pytest.raises(ValueError, match="unknown held-out"):
         load_heldout(("dlib_resnet",), detector=False, attributes=())
+
+
+def test_gender_consensus_on_constructed_judges():
+    from evaluation.heldout import gender_consensus
+
+    t = lambda *v: {"male": torch.tensor(v, dtype=torch.float32)}  # noqa: E731
+    # three judges on 4 originals: all agree on the first two, split 2:1 on the others
+    p_x = {"a": t(1, 0, 1, 0), "b": t(1, 0, 1, 1), "c": t(1, 0, 0, 1)}
+    # anonymized: judge a flips face 0; the majority keeps faces 0, 1, 2 and flips face 3
+    p_y = {"a": t(0, 0, 1, 0), "b": t(1, 0, 1, 0), "c": t(1, 0, 1, 0)}
+    c = gender_consensus(p_x, p_y)
+    assert c["pairwise_agreement_originals"] == {"a|b": 0.75, "a|c": 0.5, "b|c": 0.75}
+    assert c["unanimous_n"] == 2 and c["unanimous_originals_share"] == 0.5
+    assert c["gender_agreement_on_unanimous"] == {"a": 0.5, "b": 1.0, "c": 1.0}
+    assert c["majority_gender_agreement"] == 0.75 and c["majority_n"] == 4
+    assert gender_consensus({"a": t(1)}, {"a": t(1)}) is None

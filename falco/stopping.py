@@ -1,0 +1,77 @@
+"""Clean stopping: SIGTERM or SIGINT (Ctrl+C) ends a job at the next step boundary.
+
+`on_signals()` installs the handlers for the job's duration. A signal only sets a flag;
+`check()`, called between optimization steps and between the batches of every stage, raises
+`Stopped` once it is set. So the batch being optimized is abandoned before anything of it is
+written (the writer runs only after a whole batch), stage artefacts being computed go with
+their temporary directory, and a re-run of the same command on the same run directory skips
+the done images and redoes the rest. A second signal raises `Stopped` at once, wherever the
+job is: what that cuts off, `RunDir.recover` undoes on the re-run.
+
+Lightning's own SIGTERM handler, installed during `trainer.predict`, calls the handler that
+was there before it (this one) after its own, and puts it back afterwards; Lightning turns a
+KeyboardInterrupt into exit code 1, which is why SIGINT does not raise one here.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_received: str | None = None  # name of the signal that asked the job to stop, None while none did
+
+
+class Stopped(Exception):
+    """A stop was requested by a signal; raised at a step boundary."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"stopped by {signal_name}")
+        self.signal_name = signal_name
+
+
+def requested() -> str | None:
+    """The signal that asked the job to stop, or None."""
+    return _received
+
+
+def check() -> None:
+    """Raise `Stopped` if a stop was requested (cheap: call it at every step boundary)."""
+    if _received is not None:
+        raise Stopped(_received)
+
+
+def request(signal_name: str) -> None:
+    """Ask the job to stop at its next step boundary (what the signal handler does)."""
+    global _received
+    _received = signal_name
+
+
+def _handler(signum: int, frame) -> None:
+    name = signal.Signals(signum).name
+    if _received is not None:  # the second signal: stop now
+        raise Stopped(name)
+    request(name)
+    print(f"[stop] {name} received: stopping at the next step boundary (send it again to stop at once)",
+          flush=True)
+
+
+@contextmanager
+def on_signals() -> Iterator[None]:
+    """SIGTERM and SIGINT stop the job while inside; the previous handlers come back after.
+    Outside the main thread (where Python cannot install handlers) it changes nothing."""
+    global _received
+    _received = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+    for s in SIGNALS:
+        signal.signal(s, _handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
