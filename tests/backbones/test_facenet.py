@@ -98,6 +98,17 @@ def test_torch_home_lookup_and_missing_file(weights, tmp_path, monkeypatch):
         load_facenet("ms1m")
 
 
+def test_weights_folder_is_looked_up_first(weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("FALCO_WEIGHTS", str(tmp_path / "weights"))
+    with pytest.raises(MissingWeights, match=r"\./run weights") as err:
+        load_facenet("vggface2")
+    assert str(tmp_path / "weights" / "20180402-114759-vggface2.pt") in str(err.value)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "20180402-114759-vggface2.pt").symlink_to(weights[0])
+    assert load_facenet("vggface2").name == "facenet_vggface2"
+
+
 def test_mtcnn_box_theta_is_extract_face_crop():
     """Where the crop/resize is an identity (box + margin = 80 px), our warp must return exactly
     the pixels facenet-pytorch's `extract_face` cuts out (margin growth, truncation, clipping)."""
