@@ -7,30 +7,40 @@
     python train.py run_dir=R shard=1/4              # a quarter of the dataset (array job 1 of 4)
 
 Exit code: 0 when every image was anonymized, 3 (EXIT_SKIPPED) when some were skipped
-(unreadable, no face, ...: see summary.json "skip_reasons"), 1 on an error. A multirun exits
-3 when any of its jobs run in this process skipped images.
+(unreadable, no face, ...: see summary.json "skip_reasons"), 4 (EXIT_STOPPED) when SIGTERM or
+SIGINT stopped it (falco/stopping.py: nothing partial is written; the same command with the same
+run_dir resumes it, as the last line printed says), 1 on an error. A multirun exits 3 when any of
+its jobs run in this process skipped images, 4 when one was stopped (the later jobs do not start).
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from evaluation.objective import Objective, from_config, trial_objective
+from falco import progress, stopping
 from falco.config import MethodConfig, register
 from falco.detect import FaceDetector
+from falco.device import resolve_device
 from falco.job import parse_shard, run_job
 from falco.pipeline import Networks, StageKnobs
+from falco.precision import PrecisionChoice, resolve_precision
+from falco.rundir import RunDir
 
 register()
 EXIT_SKIPPED = 3  # the run finished, but some images were skipped (their records say why)
 _skipped_jobs: list[str] = []  # run directories of the jobs in this process that skipped images
+EXIT_STOPPED = 4  # SIGTERM/SIGINT stopped the run at a step boundary; the same command resumes it
+_stopped_jobs: list[str] = []  # run directories of the jobs in this process that a signal stopped
 
 
 def build_networks(cfg: DictConfig) -> Networks:
@@ -41,41 +51,62 @@ def build_networks(cfg: DictConfig) -> Networks:
         inversion = instantiate(cfg.inversion.net, **extra)
     return Networks(generator=generator, identity=instantiate(cfg.identity.net),
                     attributes=instantiate(cfg.attributes.net), inversion=inversion,
-                    detector=FaceDetector(min_prob=cfg.detector.min_prob, device=cfg.device),
+                    detector=FaceDetector(min_prob=cfg.detector.min_prob),  # the stages place it on the run's device
                     alignment=cfg.generator.alignment)
 
 
 def method_config(cfg: DictConfig) -> MethodConfig:
-    method: MethodConfig = OmegaConf.to_object(cfg.method)  # type: ignore[assignment]
-    if method.margin is None:
-        method.margin = float(cfg.identity.margin)
-    if method.attr_weight is None:
-        method.attr_weight = float(cfg.attributes.attr_weight)
-    return method
+    """The typed method config; its margin and attr_weight are interpolated in the YAML
+    (conf/method/*.yaml), so config.yaml records the numbers the run used."""
+    return OmegaConf.to_object(cfg.method)  # type: ignore[return-value]
+
+
+def resolve_trainer_precision(cfg: DictConfig) -> PrecisionChoice:
+    """Resolve cfg.trainer.precision (`auto`: by the hardware, falco/precision.py) in cfg itself,
+    so that config.yaml records the precision used; `precision_choice` keeps what was asked and why."""
+    requested, done = cfg.trainer.precision, cfg.get("precision_choice")
+    if done is not None and done.precision == str(requested):  # resolved before (this cfg run again)
+        requested = done.requested
+    choice = resolve_precision(requested, cfg.trainer.get("accelerator", "auto"))
+    if rank_zero_only.rank == 0:
+        print(f"precision: {choice.reason}", flush=True)
+    with open_dict(cfg):
+        cfg.trainer.precision = choice.precision
+        cfg.precision_choice = choice.as_dict()
+    return choice
 
 
 def build_trainer(cfg: DictConfig, out_dir: str) -> pl.Trainer:
+    resolve_trainer_precision(cfg)
     loggers = []
     if cfg.logger.get("_target_"):
         loggers.append(instantiate(cfg.logger, save_dir=out_dir))
-    return instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    # Lightning's bar redraws with carriage returns: on terminals only (logs get falco.progress lines)
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()
+    return instantiate(cfg.trainer, logger=loggers or False, callbacks=[], enable_progress_bar=bar)
 
 
 def run(cfg: DictConfig, out_dir: str):
     """The whole job for a composed config (also what the tests call)."""
-    pl.seed_everything(cfg.seed, workers=True)
+    # No global seed: every random draw of a run comes from its own seeded generator (fake pool,
+    # synthetic data, views: falco/seeds.py), and pseudonyms are random by design (falco/rundir.py).
+    progress.configure(cfg.progress_every_s)
     nets = build_networks(cfg)
     source = instantiate(cfg.data, generator=nets.generator)
     knobs = StageKnobs(**cfg.stages)
-    result = run_job(nets, source, method_config(cfg), out_dir, trainer=build_trainer(cfg, out_dir),
+    trainer = build_trainer(cfg, out_dir)  # before config.yaml is written: it resolves trainer.precision
+    device = resolve_device(cfg.device, trainer)
+    result = run_job(nets, source, method_config(cfg), out_dir, trainer=trainer,
+                     precision=OmegaConf.to_container(cfg.precision_choice),  # type: ignore[arg-type]
                      cache_dir=cfg.cache_dir, knobs=knobs, batch_size=cfg.batch_size,
-                     num_workers=cfg.num_workers, summary=cfg.summary,
+                     max_in_flight=cfg.max_in_flight, num_workers=cfg.num_workers, summary=cfg.summary,
                      config_yaml=OmegaConf.to_yaml(cfg, resolve=True), shard=parse_shard(cfg.shard),
-                     stages_only=cfg.stages_only, heldout=heldout_judges(cfg, nets))
+                     stages_only=cfg.stages_only, heldout=heldout_judges(cfg, nets, device), device=device,
+                     release_tar=cfg.release_tar)
     return result
 
 
-def heldout_judges(cfg: DictConfig, nets: Networks):
+def heldout_judges(cfg: DictConfig, nets: Networks, device: str = "cpu"):
     """The held-out judges of the summary (none of them may be a loss network), or None."""
     h = cfg.heldout
     if not (h.enabled and cfg.summary) or cfg.stages_only:
@@ -83,7 +114,7 @@ def heldout_judges(cfg: DictConfig, nets: Networks):
     from evaluation.heldout import load_heldout
 
     return load_heldout(tuple(h.recognizers), detector=h.detector, attributes=tuple(h.attributes),
-                        loss_networks=(nets.identity.name, nets.attributes.name), device=cfg.device)
+                        loss_networks=(nets.identity.name, nets.attributes.name), device=device)
 
 
 def output_dir(cfg: DictConfig) -> str:
@@ -111,9 +142,19 @@ def search_objective(cfg: DictConfig) -> Objective | None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if _stopped_jobs:  # a sweep: a signal stopped an earlier job of this process, so the rest wait too
+        print(f"[stop] not started (the sweep was stopped): {HydraConfig.get().runtime.output_dir}", flush=True)
+        return None
     objective = search_objective(cfg)
     out = output_dir(cfg)
-    result = run(cfg, out)
+    try:
+        with stopping.on_signals():
+            result = run(cfg, out)
+    except stopping.Stopped as stop:  # caught here: Hydra would turn it into exit code 1
+        _stopped_jobs.append(out)
+        if rank_zero_only.rank == 0:
+            print(stopped_message(stop, out), flush=True)
+        return None
     if result.skipped:
         _skipped_jobs.append(str(result.run.root))
     # The return value is what sweepers (Optuna) optimize: with an `objective:` block, the
@@ -123,6 +164,19 @@ def main(cfg: DictConfig) -> float | None:
     return result.summary.get("identity", {}).get("verified_as_original")
 
 
+def stopped_message(stop: stopping.Stopped, out: str) -> str:
+    """What a stopped job prints last: what is done, and the command that resumes it."""
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        again = f"the same `python train.py -m ...` command with hydra.sweep.dir={hc.sweep.dir}"
+    else:  # the default run_dir holds the launch time: pin this one
+        args = [o for o in hc.overrides.task if not o.startswith("run_dir=")] + [f"run_dir={out}"]
+        again = "python train.py " + " ".join(shlex.quote(a) for a in args)
+    done = len(RunDir(out).done_ids())
+    return (f"[stop] {stop}: {done} images of {out} are done, nothing partial was written (the work in "
+            f"progress was dropped). Resume with {again} (done images are skipped). Exit code {EXIT_STOPPED}.")
+
+
 if __name__ == "__main__":
     main()  # Hydra exits 1 itself on an error
-    sys.exit(EXIT_SKIPPED if _skipped_jobs else 0)
+    sys.exit(EXIT_STOPPED if _stopped_jobs else EXIT_SKIPPED if _skipped_jobs else 0)

@@ -9,7 +9,7 @@ and JPEG): `method=keyed` under key A, again under key B (diversity), and plain 
 same data (the anonymity reference), then evaluation/keyed_metrics on run A with 10 random
 wrong keys. The judge is the recognizer the loss used (WHITE-BOX); every figure is printed
 next to the unrelated-faces false-match rate. Not a test: it reports numbers and whether each
-target of the issue is met, and writes them to DIR/acceptance.json.
+acceptance target (TARGETS below) is met, and writes them to DIR/acceptance.json.
 """
 
 from __future__ import annotations
@@ -94,10 +94,10 @@ def verdicts(report: dict) -> list[dict]:
                     "miss_by": 0.0 if ok else abs(value - bound)})
     wrong = report["authentication"]["wrong_keys"]
     n = len(wrong)
-    # The issue's test: per-image top-1 inside the equal-tailed Bin(N, 1/P) interval. A person's
+    # The acceptance test: per-image top-1 inside the equal-tailed Bin(N, 1/P) interval. A person's
     # views land on the same wrong identity together, so hits come in blocks and this interval
     # is too narrow on both sides (0 hits happens often); the per-person test is the sound one.
-    checks = {"per image, two-sided (the issue's test)": [w["within_chance_interval"] for w in wrong],
+    checks = {"per image, two-sided (the acceptance test)": [w["within_chance_interval"] for w in wrong],
               "per image, not above chance (one-sided)": [w["top1"] <= w["chance_interval"][1] for w in wrong],
               "per person (majority vote), two-sided": [w["per_person_within"] for w in wrong]}
     for name, within in checks.items():

@@ -8,8 +8,9 @@
     from the original at every step, generator and attribute network not frozen (their weight
     gradients are computed), like the official anonymize.py.
 (b) falco/optimize.py::optimize_latents as a run calls it: frozen networks, targets once per
-    batch, bf16 autocast (or --precision), the fixed W+ layers' work done once per batch, frozen
-    weights cast once, channels_last StyleGAN2 tail, batches of --batch-sizes, no host syncs.
+    batch, bf16 autocast where the CPU has AVX512-BF16/AMX, else fp32 (or --precision), the
+    fixed W+ layers' work done once per batch, frozen weights cast once, channels_last StyleGAN2
+    tail, batches of --batch-sizes, no host syncs.
 Both on the same networks, built from the project's Hydra configs: `embedded` (the default
 DCGAN 64 px + dlib ResNet + dlib/Cydral age-gender) and `official` (genforce StyleGAN2 1024 px
 + ArcFace IR-SE-50 + FaRL ViT-B/16 with the equivalence fixtures' deterministic weights,
@@ -18,10 +19,10 @@ written once to --weights-dir in the official containers).
 Reported per config: seconds per iteration and images/s of (a) and of (b) at each batch size
 (an iteration is one Adam step of one image; images/s assumes the configured 50 steps plus
 (b)'s per-batch set-up), the ratio (b)/(a), FLOPs of one (a) iteration (FlopCounterMode) and
-the effective FLOP/s (those FLOPs over (b)'s time per image-iteration) as a share of the bf16
-matmul peak measured at the start, memory in flight per batch size (peak resident memory
-above the level before the call), (b) float32 vs (a) latents (batch invariance), bf16 vs
-float32 outcomes, and (embedded) the Lightning predict loop's overhead over calling
+the effective FLOP/s (those FLOPs over (b)'s time per image-iteration) as a share of the matmul
+peak of (b)'s dtype (bf16, or fp32) measured at the start, memory in flight per batch size
+(peak resident memory above the level before the call), (b) float32 vs (a) latents (batch
+invariance), (b)'s dtype vs float32 outcomes, and (embedded) the Lightning predict loop's overhead over calling
 `predict_step` directly and its peak memory over 1 vs 3 batches. Warm-up (first calls, oneDNN
 kernel creation, torch.compile) is excluded from the timings and reported. The load average
 is printed at start and end: other processes on the machine slow both (a) and (b).
@@ -45,11 +46,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.perf_problem import build_problem  # noqa: E402
 from benchmarks.perf_report import print_report  # noqa: E402
 from falco.perf.checks import outcome_tolerance  # noqa: E402
-from falco.perf.lightning_overhead import lightning_overhead  # noqa: E402
+from falco.perf.lightning_overhead import PRECISIONS, lightning_overhead  # noqa: E402
 from falco.perf.machine import Share, wait_for_idle  # noqa: E402
 from falco.perf.peak import matmul_peak  # noqa: E402
 from falco.perf.problem import Problem  # noqa: E402
 from falco.perf.timing import measure_official, measure_ours  # noqa: E402
+from falco.precision import resolve_precision  # noqa: E402
 
 
 @dataclass
@@ -86,6 +88,13 @@ def run_config(problem: Problem, args) -> ConfigResult:
     return result
 
 
+def chosen_precision(name: str) -> tuple[str, str]:
+    """--precision -> ((b)'s precision, why): `auto` by this CPU (falco/precision.py); an explicit
+    bf16 on a CPU that emulates it is kept, with a warning giving the slowdown."""
+    choice = resolve_precision("auto" if name == "auto" else PRECISIONS[name], "cpu")
+    return {v: k for k, v in PRECISIONS.items()}[choice.precision], choice.reason
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", choices=["embedded", "official", "both"], default="both",
@@ -93,8 +102,9 @@ def parse_args(argv=None):
     ap.add_argument("--iters", type=int, default=3, help="timed Adam steps per measurement (after a warm-up step)")
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=None,
                     help="batch sizes of (b) (default: 1 2 4 official, 1 4 16 embedded)")
-    ap.add_argument("--precision", choices=["bf16", "fp16", "fp32"], default="bf16",
-                    help="(b)'s autocast dtype (fp16 is for GPUs; on CPU it is slow and unscaled)")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
+                    help="(b)'s autocast dtype; auto: bf16 where this CPU computes it natively (AVX512-BF16/AMX), "
+                         "else fp32 (emulated bf16 is ~50x slower); fp16 is for GPUs (on CPU it is slow and unscaled)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the loss networks and the StyleGAN2 tail in (b) (needs a C++ compiler; "
                          "the compile time is reported as warm-up)")
@@ -119,6 +129,8 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.precision, precision_reason = chosen_precision(args.precision)
+    print(f"precision of (b): {precision_reason}", flush=True)
     started, load_start = time.time(), os.getloadavg()
     print(f"load average at start: {load_start}; torch threads: {torch.get_num_threads()}", flush=True)
     peak = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
@@ -134,6 +146,7 @@ def main(argv=None) -> None:
     summary = {"load_average_start": load_start, "load_average_end": os.getloadavg(),
                "seconds": time.time() - started, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "matmul_peak": peak, "precision": args.precision,
+               "precision_reason": precision_reason,
                "compile": args.compile, "iters": args.iters,
                "configs": [vars(r) for r in results]}
     print_report(summary)

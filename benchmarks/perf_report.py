@@ -72,7 +72,8 @@ def lightning_lines(light: dict | None) -> list[str]:
 
 
 def print_report(summary: dict) -> None:
-    peak = summary["matmul_peak"]["bf16"]["flops"]
+    # "% of peak" is against the matmul peak of (b)'s dtype (fp16 runs count against bf16's)
+    peak = summary["matmul_peak"]["fp32" if summary["precision"] == "fp32" else "bf16"]["flops"]
     print(f"\nmatmul peak (this process): bf16 {peak / 1e9:.0f} GFLOP/s at the start "
           f"({summary['matmul_peak']['bf16_end']['flops'] / 1e9:.0f} at the end), "
           f"fp32 {summary['matmul_peak']['fp32']['flops'] / 1e9:.0f} GFLOP/s; threads {summary['threads']}")

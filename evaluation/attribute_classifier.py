@@ -1,7 +1,7 @@
 """A 40-attribute CelebA classifier: the fixed judge of attribute preservation.
 
 FALCO's evaluation code was never released; a MobileNetV2 with 40 heads "taken from FALCO"
-circulates in third-party code (notes/falco-official-code.md 4.2). We train our own, from
+circulates in third-party code, of unknown training. We train our own, from
 scratch (weights=None: nothing is downloaded), on the real TRAIN split, then apply it to the
 originals and the anonymized test images (metrics/attributes.py compares the two).
 

@@ -29,6 +29,16 @@ class FaceDetector:
         self.min_prob = min_prob  # faces below this MTCNN probability are ignored
         self.min_side = min_side  # images whose short side is below this are upscaled first
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.mtcnn.device)
+
+    def to(self, device: str | torch.device) -> FaceDetector:
+        """Run MTCNN's networks on `device` (it copies each image there; detections come back as numpy)."""
+        self.mtcnn.device = torch.device(device)
+        self.mtcnn.to(self.mtcnn.device)
+        return self
+
     def detect(self, image: np.ndarray) -> Detection | None:
         """Largest face of a uint8 HxWx3 RGB image, or None."""
         return self.detect_batch([image])[0]

@@ -18,9 +18,12 @@ from torch.utils.data import DataLoader
 
 from .config import MethodConfig, validate
 from .data.imageio import atomic_write_text
+from .device import resolve_device
 from .module import AnonymizeDataset, AnonymizerModule
 from .pipeline import Networks, Prepped, StageKnobs, run_stages
+from .progress import PredictProgress
 from .quirks import apply_network_quirks
+from .release import secret_order
 from .rundir import RunDir
 from .seeds import stream_seed
 from .stages.cache import StageCache, code_version
@@ -76,10 +79,18 @@ def versions() -> dict[str, str]:
 
 def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str | Path, *,
             trainer: pl.Trainer, cache_dir: str | Path, knobs: StageKnobs, batch_size: int = 16,
-            num_workers: int = 0, summary: bool = True, config_yaml: str | None = None,
-            shard: tuple[int, int] | None = None, stages_only: bool = False, heldout=None) -> JobResult:
-    """heldout: evaluation.heldout.HeldoutJudges measured first in the summary (None: white-box only)."""
-    validate(method)
+            max_in_flight: int | None = None, num_workers: int = 0, summary: bool = True,
+            config_yaml: str | None = None, precision: dict | None = None,
+            shard: tuple[int, int] | None = None, stages_only: bool = False, heldout=None,
+            device: str = "auto", release_tar: bool = False) -> JobResult:
+    """heldout: evaluation.heldout.HeldoutJudges measured first in the summary (None: white-box only).
+    precision: how the trainer's precision was chosen (falco/precision.py PrecisionChoice.as_dict()),
+    recorded in versions.json; None records the trainer's precision alone.
+    max_in_flight: images optimized at once when not batch-invariant; None = the memory rule.
+    device: where the stages and the summary compute; auto = the trainer's device (falco/device.py).
+    release_tar: also write <run_dir>/release.tar (unsharded runs only: falco/release.py)."""
+    device = resolve_device(device, trainer)
+    validate(method, has_inversion=nets.inversion is not None, layered=nets.generator.layout.layered)
     run = RunDir(out_dir)
     # Under plain `ddp` (and SLURM tasks) every rank runs this whole function; what is written
     # before `trainer.predict` is written by rank 0 alone. No rank writes images before all
@@ -88,11 +99,12 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if config_yaml is not None and lead:
         atomic_write_text(run.root / "config.yaml", config_yaml)
     if lead:
-        atomic_write_text(run.root / "versions.json", json.dumps(versions(), indent=1))
+        chosen = precision or {"precision": str(trainer.precision)}
+        atomic_write_text(run.root / "versions.json", json.dumps({**versions(), "precision": chosen}, indent=1))
     if method.faithful_quirks:  # the official code's defects, for matching the paper (falco/quirks.py)
         apply_network_quirks(nets.attributes)
         knobs = replace(knobs, keep_unaligned=True)
-    prepped = run_stages(nets, source, StageCache(cache_dir), knobs)
+    prepped = run_stages(nets, source, StageCache(cache_dir), knobs, device)
     if stages_only:  # warm the shared cache once, before array jobs or DDP ranks each compute it
         return JobResult(run, {"stage_keys": prepped.keys, "stages_reused": prepped.reused}, 0, 0)
     if not prepped.prepared.ok:
@@ -109,8 +121,11 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if lead:
         write_skips(run, prepped, done, method.name, shard)
     todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done and in_shard(e["id"], shard)]
+    # Work (and so write) in the run's secret order, not the input order: every rank derives the
+    # same order from the key in private/, so predict's sampler still deals each item once.
+    todo = [todo[i] for i in secret_order([prepped.prepared.ok[k]["id"] for k in todo], run.order_key())]
     if todo:
-        module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method,
+        module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method, max_in_flight=max_in_flight,
                                   batch_invariant=batch_invariant(method, trainer))
         dataset = AnonymizeDataset(prepped, todo, method.init, official_target=method.faithful_quirks)
         loader = DataLoader(dataset, batch_size=batch_size,
@@ -119,19 +134,23 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
             "method": method.name, "stage_keys": prepped.keys, "judge": nets.identity.name,
             "pairs": prepped.pair_index.tolist(), "pair_sims": prepped.pair_similarity.tolist()},
             official_output=method.faithful_quirks))
+        trainer.callbacks.append(PredictProgress(len(todo)))  # after the writer: counts written batches
         trainer.predict(module, loader, return_predictions=False)
     trainer.strategy.barrier()
     result = JobResult(run, {}, len(done), len(todo))
     if trainer.is_global_zero:
         # Pairs keep their meaning only when all images of a person share one identity (keyed mode).
-        records = run.finalize(pairs=getattr(source, "pairs", None) if method.name == "keyed" else None)
+        # Shards may still be writing into release/images: only an unsharded run re-creates it or packs it.
+        records = run.finalize(pairs=getattr(source, "pairs", None) if method.name == "keyed" else None,
+                               rebuild=shard is None)
         result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
-            result.summary = summarize(run, nets, prepped, records, chunk=batch_size, heldout=heldout)
+            result.summary = summarize(run, nets, prepped, records, chunk=batch_size, heldout=heldout, device=device)
             result.summary["stage_keys"], result.summary["stages_reused"] = prepped.keys, prepped.reused
             atomic_write_text(run.root / "summary.json", json.dumps(result.summary, indent=1))
             _log_summary(trainer, result.summary)
             print(format_summary(result.summary), flush=True)
+        run.seal(tar=release_tar and shard is None)  # after the summary's reads (falco/release.py)
     return result
 
 

@@ -22,6 +22,7 @@ from .perf.batch_size import images_that_fit, precision_of
 from .pipeline import Prepped
 from .quirks import official_range
 from .seeds import stream_seed
+from .stopping import check as stop_point
 from .views import draw
 
 
@@ -108,12 +109,25 @@ class AnonymizerModule(pl.LightningModule):
                 milestones=tuple(m.milestones), gamma=m.gamma,
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
                 attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
-                scaler=self._scaler(), exact=self.batch_invariant)
-        with torch.no_grad():
-            images = self.generator.synthesize(result.latents).float()
-            final = self.identity.distance(self.identity.embed(images, theta_id).float(), targets.identity)
-        return {"latents": result.latents, "images": images, "history": result.history,
+                scaler=self._scaler(), exact=self.batch_invariant,
+                on_step=lambda _: stop_point())  # SIGTERM/SIGINT: abandon the batch between steps
+        latents = result.latents.detach().float()  # what is saved, and what the release image renders
+        images, final = self._render(latents, batch["image"], lm)
+        return {"latents": latents, "images": images, "history": result.history,
                 "distance_first": result.distance[0], "distance_final": final}
+
+    def _render(self, latents: torch.Tensor, originals: torch.Tensor,
+                landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The release images of these latents and their final identity distance to the originals,
+        in float32 with autocast off: whatever the Trainer's precision, each image is exactly what
+        its saved latent renders, and the distance is measured as the summary measures it."""
+        res = self.generator.resolution
+        with torch.no_grad(), torch.autocast(latents.device.type, enabled=False):
+            images = self.generator.synthesize(latents).float()
+            theta = self.identity.crop_theta(landmarks.float(), (res, res))
+            target = self.identity.embed(originals.float(), theta).float()
+            final = self.identity.distance(self.identity.embed(images, theta).float(), target)
+        return images, final
 
     def _log_batch(self, history: torch.Tensor, final: torch.Tensor) -> None:
         self.batches_done += 1

@@ -15,11 +15,14 @@ import torch
 
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder, Inversion
 from .detect import FaceDetector
+from .device import on_device
+from .progress import Progress
 from .stages.cache import StageCache, module_fingerprint
 from .stages.fakepool import load_pool, run_fakepool
 from .stages.frame import generator_frame
 from .stages.pairing import nearest, unique_assignment
 from .stages.prepare import Prepared, Source, run_prepare
+from .stopping import check as stop_point
 from .views import robust_features
 
 
@@ -33,15 +36,21 @@ class Networks:
     alignment: str  # "ffhq" or "template": how photos are aligned into the generator's frame
 
     def fingerprints(self) -> dict[str, str]:
+        """Weight identity of every network, the inversion's when there is one, and MTCNN's
+        (its weights and the knobs that decide what it finds)."""
         nets = {"generator": self.generator, "identity": self.identity, "attributes": self.attributes}
-        return {k: f"{type(v).__name__}:{module_fingerprint(v)}" for k, v in nets.items()}
+        if self.inversion is not None:
+            nets["inversion"] = self.inversion
+        fp = {k: f"{type(v).__name__}:{module_fingerprint(v, all_buffers=True)}" for k, v in nets.items()}
+        d = self.detector
+        fp["detector"] = f"MTCNN:{module_fingerprint(d.mtcnn)}:min_prob={d.min_prob}:min_side={d.min_side}"
+        return fp
 
 
 @dataclass
 class StageKnobs:
     pool_size: int = 1024  # fakes sampled for pairing (paper: 60,000)
     pool_seed: int = 0  # seed of the fake pool's stream
-    pairing_k: int = 1  # neighbours kept per original (the first one initializes the latent)
     pairing_unique: bool = False  # never give two originals the same fake
     pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
     pairing_views: int = 0  # pairing features averaged over this many fixed random views (0 = one plain view)
@@ -67,16 +76,24 @@ class Prepped:
     virtual_init: torch.Tensor | None = None
 
 
-def _batched(fn, prepared: Prepared, batch: int) -> torch.Tensor:
+def _batched(fn, prepared: Prepared, batch: int, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+    """fn(images, landmarks) over the prepared images in batches on `device`, results on the CPU;
+    `name` is the stage's in progress lines."""
     outs = []
-    for s in range(0, len(prepared.ok), batch):
-        imgs, lms = zip(*(prepared.get(e) for e in prepared.ok[s:s + batch]), strict=True)
-        with torch.no_grad():
-            outs.append(fn(torch.stack(imgs), torch.stack(lms)).float())
+    with Progress(name, len(prepared.ok)) as bar:
+        for s in range(0, len(prepared.ok), batch):
+            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
+            imgs, lms = zip(*(prepared.get(e) for e in prepared.ok[s:s + batch]), strict=True)
+            with torch.no_grad():
+                outs.append(fn(torch.stack(imgs).to(device), torch.stack(lms).to(device)).float().cpu())
+            bar.update(len(imgs))
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKnobs) -> Prepped:
+def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKnobs,
+               device: str | torch.device = "cpu") -> Prepped:
+    """Every stage's networks compute on `device` (falco/device.py), in batches of at most
+    `knobs.batch` images; what the cache stores is on the CPU."""
     fp = nets.fingerprints()
     res = nets.generator.resolution
     keys: dict[str, str] = {}
@@ -87,45 +104,60 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
         return path
 
     frame_spec = {"generator": fp["generator"], "alignment": nets.alignment, "samples": knobs.frame_samples,
-                  "min_prob": nets.detector.min_prob}
+                  "detector": fp["detector"]}
 
     def compute_frame(out: Path) -> None:
-        tpl, report = generator_frame(nets.generator, nets.detector, nets.alignment, samples=knobs.frame_samples)
+        with on_device(device, nets.generator, nets.detector):
+            tpl, report = generator_frame(nets.generator, nets.detector, nets.alignment, samples=knobs.frame_samples,
+                                          device=device, batch=knobs.batch)
         torch.save(tpl, out / "template.pt")
         (out / "report.json").write_text(json.dumps(report))
 
     template = torch.load(stage("frame", frame_spec, compute_frame) / "template.pt", weights_only=True)
 
     prep_spec = {"data": source.fingerprint(), "frame": keys["frame"], "size": res,
-                 "alignment": nets.alignment, "min_prob": nets.detector.min_prob}
+                 "alignment": nets.alignment, "detector": fp["detector"]}
     if knobs.keep_unaligned:  # only then: the default's cache keys stay what they were
         prep_spec["unaligned"] = True
     if knobs.alignment_failure != "skip":
         prep_spec["alignment_failure"] = knobs.alignment_failure
-    prepared = Prepared(stage("prepare", prep_spec, lambda out: run_prepare(
-        source, nets.detector, out, alignment=nets.alignment, template=template, size=res,
-        keep_unaligned=knobs.keep_unaligned, alignment_failure=knobs.alignment_failure)))
+
+    def compute_prepare(out: Path) -> None:
+        with on_device(device, nets.detector):
+            run_prepare(source, nets.detector, out, alignment=nets.alignment, template=template, size=res,
+                        keep_unaligned=knobs.keep_unaligned, alignment_failure=knobs.alignment_failure)
+
+    prepared = Prepared(stage("prepare", prep_spec, compute_prepare))
 
     inversion = None
     if nets.inversion is not None:
         inv = nets.inversion
-        inv_spec = {"prepare": keys["prepare"], "inversion": type(inv).__name__, "generator": fp["generator"],
+        inv_spec = {"prepare": keys["prepare"], "inversion": fp["inversion"], "generator": fp["generator"],
                     "knobs": {k: v for k, v in vars(inv).items() if isinstance(v, int | float | str)}}
-        path = stage("invert", inv_spec, lambda out: torch.save(
-            _batched(lambda x, lm: inv.invert(x), prepared, knobs.batch), out / "latents.pt"))
-        inversion = torch.load(path / "latents.pt", weights_only=True)
+
+        def compute_invert(out: Path) -> None:
+            with on_device(device, inv):  # the projection's generator with it
+                latents = _batched(lambda x, lm: inv.invert(x), prepared, knobs.batch, "invert", device)
+            torch.save(latents, out / "latents.pt")
+
+        inversion = torch.load(stage("invert", inv_spec, compute_invert) / "latents.pt", weights_only=True)
 
     pool_spec = {"generator": fp["generator"], "attributes": fp["attributes"], "frame": keys["frame"],
-                 "size": knobs.pool_size, "seed": knobs.pool_seed, "min_prob": nets.detector.min_prob}
+                 "size": knobs.pool_size, "seed": knobs.pool_seed, "detector": fp["detector"]}
     if knobs.pairing_views:  # only then: the default's cache keys stay what they were
         pool_spec["views"] = knobs.pairing_views
-    pool = load_pool(stage("fakepool", pool_spec, lambda out: run_fakepool(
-        nets.generator, nets.attributes, template, out, size=knobs.pool_size, seed=knobs.pool_seed,
-        detector=nets.detector, views=knobs.pairing_views)))
+
+    def compute_fakepool(out: Path) -> None:
+        with on_device(device, nets.generator, nets.attributes, nets.detector):
+            run_fakepool(nets.generator, nets.attributes, template, out, size=knobs.pool_size, seed=knobs.pool_seed,
+                         device=device, batch=knobs.batch, detector=nets.detector, views=knobs.pairing_views)
+
+    pool = load_pool(stage("fakepool", pool_spec, compute_fakepool))
 
     att = nets.attributes
-    pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "k": knobs.pairing_k,
-                 "unique": knobs.pairing_unique, "detectable_only": knobs.pairing_detectable_only}
+    pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "attributes": fp["attributes"],
+                 "unique": knobs.pairing_unique,
+                 "detectable_only": knobs.pairing_detectable_only}
     usable = pool["detected"].nonzero().squeeze(1) if knobs.pairing_detectable_only \
         else torch.arange(len(pool["features"]))
     if len(usable) == 0:
@@ -133,14 +165,16 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
                            "stages.pairing_detectable_only=false or check the generator")
 
     def compute_pairing(out: Path) -> None:
-        real = _batched(lambda x, lm: robust_features(att.pairing_features, x, att.crop_thetas(lm, (res, res)),
-                                                      knobs.pairing_views), prepared, knobs.batch)
+        with on_device(device, att):
+            real = _batched(lambda x, lm: robust_features(att.pairing_features, x, att.crop_thetas(lm, (res, res)),
+                                                          knobs.pairing_views), prepared, knobs.batch,
+                            "pairing features", device)
         feats = pool["features"][usable]
         if knobs.pairing_unique:
             idx = unique_assignment(real, feats)[:, None]
             sim = torch.nn.functional.cosine_similarity(real, feats[idx[:, 0]])[:, None]
         else:
-            idx, sim = nearest(real, feats, k=knobs.pairing_k)
+            idx, sim = nearest(real, feats, k=1)  # the nearest fake initializes the latent (paper)
         torch.save({"index": usable[idx], "similarity": sim}, out / "pairs.pt")
 
     pairs = torch.load(stage("pairing", pair_spec, compute_pairing) / "pairs.pt", weights_only=True)

@@ -1,6 +1,6 @@
 """`method.faithful_quirks`: reproduce the official FALCO code's defects, to match the paper's numbers.
 
-The official code (chi0tzp/FALCO, branch cvpr23; METHOD.md "Known defects") differs from the
+The official code (github.com/chi0tzp/FALCO, branch cvpr23) differs from the
 method as published in three ways that change its outputs:
 - range mix: real images enter ArcFace and FaRL in [0, 1] while generated images enter in
   [-1, 1], and FaRL gets no CLIP mean/std normalization;

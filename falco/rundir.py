@@ -8,6 +8,7 @@ private/latents/xx/<h>.pt        optimized latents (they keep the original's inv
 private/pending/xx/<h>.json      claim: "this id is getting this pseudonym" (only while writing)
 private/mapping.csv              original id -> pseudonym
 private/records.jsonl            all records, gathered at the end
+private/order.key                the secret that orders the work (falco/release.py)
 summary.json, config.yaml, versions.json
 
 Pseudonyms are random (secrets), never a hash or a counter that follows the input order.
@@ -20,11 +21,13 @@ import hashlib
 import io
 import json
 import secrets
+import time
 from pathlib import Path
 
 import torch
 
 from .data.imageio import atomic_torch_save, atomic_write_text
+from .release import normalize_times, order_key, rebuild_images, settle_images, write_tar
 
 IMAGE_EXTS = ("png", "jpg")  # release image formats: lossless PNG, JPEG (official output quirk)
 
@@ -44,6 +47,7 @@ class RunDir:
         self.release = self.root / "release"
         self.private = self.root / "private"
         self.images = self.release / "images"
+        settle_images(self.images, self.private)  # before mkdir: a kill may have left images/ mid-swap
         for d in (self.images, self.private / "records", self.private / "latents"):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -117,10 +121,15 @@ class RunDir:
     def done_ids(self) -> set[str]:
         return {r["id"] for r in self.records()}
 
-    def finalize(self, pairs: list[tuple[str, str, bool]] | None = None) -> list[dict]:
+    def order_key(self) -> bytes:
+        """The secret every process of this run directory orders its work by (falco/release.py)."""
+        return order_key(self.private)
+
+    def finalize(self, pairs: list[tuple[str, str, bool]] | None = None, *, rebuild: bool = True) -> list[dict]:
         """Gather records into records.jsonl, mapping.csv and release/labels.csv; with `pairs`
         (item id A, item id B, same person?), also release/pairs.csv re-keyed to pseudonyms,
-        keeping the pairs whose two images are both released."""
+        keeping the pairs whose two images are both released. With `rebuild` (only when no other
+        process writes into images/), images/ is re-created in pseudonym order. `seal` comes last."""
         records = self.records()
         atomic_write_text(self.private / "records.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
                                                                    for r in records))
@@ -132,9 +141,25 @@ class RunDir:
         atomic_write_text(self.release / "labels.csv", _csv(["pseudonym", *names], rows))
         if pairs is not None:
             name = {r["id"]: r["pseudonym"] for r in ok}
-            kept = [[name[a], name[b], int(same)] for a, b, same in pairs if a in name and b in name]
+            # The source orders its pairs (LFW: by fold, matched ones first) and the two images of
+            # each (LFW: the lower image number, the earlier name first): both would tie pseudonyms
+            # to originals. So each row holds its two (random) pseudonyms in sorted order, and the
+            # rows are sorted; a pair is unordered, so nothing of its meaning is lost.
+            kept = sorted([*sorted((name[a], name[b])), int(same)] for a, b, same in pairs
+                          if a in name and b in name)
             atomic_write_text(self.release / "pairs.csv", _csv(["pseudonym_a", "pseudonym_b", "same"], kept))
+        if rebuild:
+            rebuild_images(self.images, self.private)
         return records
+
+    def seal(self, tar: bool = False) -> None:
+        """One mtime and atime (now, in whole seconds) for all of release/; with `tar`, first
+        <run_dir>/release.tar. Call it after the last read of release/ (the summary): a read
+        sets an atime, and reads by id would leave the input order there."""
+        when = int(time.time())
+        if tar:
+            write_tar(self.release, self.root / "release.tar", when)
+        normalize_times(self.release, when)
 
 
 def _csv(header: list[str], rows: list[list]) -> str:

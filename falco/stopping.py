@@ -65,7 +65,10 @@ def on_signals() -> Iterator[None]:
     global _received
     _received = None
     if threading.current_thread() is not threading.main_thread():
-        yield
+        try:
+            yield
+        finally:
+            _received = None
         return
     previous = {s: signal.getsignal(s) for s in SIGNALS}
     for s in SIGNALS:
@@ -75,3 +78,4 @@ def on_signals() -> Iterator[None]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        _received = None  # outside a job nothing is being stopped (the Stopped exception says why)

@@ -18,8 +18,11 @@ from __future__ import annotations
 import torch
 
 from .data.imageio import read_rgb, to_tensor
+from .device import on_device
 from .pipeline import Networks, Prepped
+from .progress import Progress
 from .rundir import RunDir
+from .stopping import check as stop_point
 
 CHUNK = 64  # images per forward pass: the summary's memory does not grow with the dataset
 
@@ -54,9 +57,9 @@ def attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torch
 
 
 def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int], ok: list[dict],
-             heldout=None) -> dict:
+             heldout=None, device: str | torch.device = "cpu") -> dict:
     """Embeddings, identity distances, attribute predictions and detections for a chunk of records
-    (and the held-out judges' measurements, under "heldout")."""
+    (and the held-out judges' measurements, under "heldout"), computed on `device`, kept on the CPU."""
     res = nets.generator.resolution
     orig, lms, anon, fakes = [], [], [], []
     for r in ok:
@@ -66,26 +69,27 @@ def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int
         lms.append(lm)
         anon.append(to_tensor(read_rgb(run.image_path(r["pseudonym"])))[0])
         fakes.append(prepped.pool["latents"][prepped.pair_index[k]])
-    x, lm, y = torch.stack(orig), torch.stack(lms), torch.stack(anon)
+    x, lm, y, z = (torch.stack(t).to(device) for t in (orig, lms, anon, fakes))
     with torch.no_grad():
-        f = nets.generator.synthesize(torch.stack(fakes)).float()
+        f = nets.generator.synthesize(z).float()
         theta = nets.identity.crop_theta(lm, (res, res))
         thetas = nets.attributes.crop_thetas(lm, (res, res))
         e_x, e_y = nets.identity.embed(x, theta).float(), nets.identity.embed(y, theta).float()
-        p_x, p_y, p_f = (nets.attributes.predict(t, thetas) for t in (x, y, f))
-    out = {"e_x": e_x, "d": nets.identity.distance(e_y, e_x), "p_x": p_x, "p_y": p_y, "p_f": p_f,
+        p_x, p_y, p_f = ({k: v.cpu() for k, v in nets.attributes.predict(t, thetas).items()} for t in (x, y, f))
+    out = {"e_x": e_x.cpu(), "d": nets.identity.distance(e_y, e_x).cpu(), "p_x": p_x, "p_y": p_y, "p_f": p_f,
            "found": [det is not None for det in nets.detector.detect_tensor(y)]}
-    if heldout is not None:
+    if heldout is not None:  # the judges take CPU tensors to their own device
         from evaluation.heldout import measure_chunk
 
-        out["heldout"] = measure_chunk(heldout, {"originals": x, "anonymized": y, "landmarks": lm, "paired_fake": f})
+        out["heldout"] = measure_chunk(heldout, {"originals": x.cpu(), "anonymized": y.cpu(), "landmarks": lm.cpu(),
+                                                 "paired_fake": f.cpu()})
     return out
 
 
 def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict], chunk: int = CHUNK,
-              heldout=None) -> dict:
+              heldout=None, device: str | torch.device = "cpu") -> dict:
     """The run's summary; `heldout` (evaluation.heldout.HeldoutJudges) adds the held-out figures,
-    first in the summary."""
+    first in the summary. The white-box networks measure on `device` (the run's)."""
     ok = [r for r in records if r["status"] == "ok"]
     summary: dict = {"images": len(records), "done": len(ok),
                      "skipped": len(records) - len(ok),
@@ -93,7 +97,13 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
     if not ok:
         return summary
     index = {e["id"]: k for k, e in enumerate(prepped.prepared.ok)}
-    parts = [_measure(run, nets, prepped, index, ok[s:s + chunk], heldout) for s in range(0, len(ok), chunk)]
+    parts = []
+    placed = on_device(device, nets.generator, nets.identity, nets.attributes, nets.detector)
+    with Progress("summary: measure the outputs", len(ok)) as bar, placed:
+        for s in range(0, len(ok), chunk):
+            stop_point()  # SIGTERM/SIGINT: no summary.json; the re-run measures again
+            parts.append(_measure(run, nets, prepped, index, ok[s:s + chunk], heldout, device))
+            bar.update(len(ok[s:s + chunk]))
     if heldout is not None:
         from evaluation.heldout import report_from
 

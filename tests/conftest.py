@@ -16,8 +16,7 @@ register()
 # Small but real: the embedded networks, few faces, few steps, a small fake pool.
 # Held-out judges are off here (their loading costs seconds per run); tests that check them turn them on.
 FAST = ["logger=none", "trainer.enable_progress_bar=false", "heldout.enabled=false",
-        "stages.pool_size=256", "stages.frame_samples=32",
-        "inversion.net.steps=30", "batch_size=4"]
+        "stages.pool_size=256", "stages.frame_samples=32", "batch_size=4"]
 
 
 def compose_train(overrides: list[str]):
@@ -39,3 +38,11 @@ def fast_cfg(tmp_path):
 def _threads():
     # Fixed thread count: reductions (and so float results) depend on it.
     torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _empty_weights_folder(tmp_path_factory):
+    # Tests never pick up official checkpoints a user fetched with `./run weights`.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FALCO_WEIGHTS", str(tmp_path_factory.mktemp("weights")))
+        yield

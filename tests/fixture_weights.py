@@ -84,7 +84,7 @@ OFFICIAL_FILES = {  # fixture folder -> (official file name, config override tha
 
 
 def official_container(name: str) -> dict:
-    """A fixture's weights wrapped the way the official file stores them (METHOD.md table)."""
+    """A fixture's weights wrapped the way each official checkpoint file stores them."""
     sd = fixture_state_dict(fixture_dir(name))
     if name == "genforce_stylegan2_ffhq1024":
         return {"generator_smooth": sd}

@@ -26,6 +26,8 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     falco = _eval(out, f"attribute_classifier={clf}")
     m = falco["metrics"]
     assert m["reid_top1@dlib_resnet"]["white_box"] is True  # the loss's own recognizer
+    # the run's config.yaml holds the loss's numbers, so the evaluation labels the run with them
+    assert falco["params"] == {"margin": 0.75, "id_weight": 10.0, "attr_weight": 1.0}
     for key in ("reid_top5@dlib_resnet", "reid_native@dlib_resnet", "false_match_unrelated@dlib_resnet",
                 "detection", "landmark_nme", "gender_agreement", "age_mae", "attr_agreement_mean@clf",
                 "attr_agreement.Smiling@clf"):
@@ -54,7 +56,9 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     assert same["metrics"]["reid_top1@dlib_resnet"]["white_box"] is False  # no loss involved
     blur = _eval(out, "baseline=blur")
     assert blur["metrics"]["gender_agreement"]["white_box"] is False  # no loss used the network on a baseline
-    assert blur["metrics"]["reid_top1@dlib_resnet"]["value"] >= falco["metrics"]["reid_top1@dlib_resnet"]["value"]
+    # Blur keeps identity that FALCO removes: strictly more of the blurred faces are re-identified.
+    blur_top1, falco_top1 = (r["metrics"]["reid_top1@dlib_resnet"]["value"] for r in (blur, falco))
+    assert blur_top1 > falco_top1, (blur_top1, falco_top1)
 
     written = make_tables([str(tmp_path / "tables"), str(out)])
     main_md = written["main.md"].read_text()

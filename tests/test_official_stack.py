@@ -40,7 +40,7 @@ def test_paper_stack_runs_and_keeps_the_inversion_layers(tmp_path_factory):
     assert Image.open(RunDir(out).image_path(record["pseudonym"])).size == (1024, 1024)
     latent = torch.load(RunDir(out).latent_path(record["id"]), weights_only=True)
     inversion = torch.load(next((tmp_path_factory.getbasetemp()).rglob("invert/*/latents.pt")), weights_only=True)[0]
-    # W+ = [e4e layers 0-2 | optimized layers 3-7 | e4e layers 8-17] (METHOD.md)
+    # W+ = [e4e layers 0-2 | optimized layers 3-7 | e4e layers 8-17] (falco/latent.py, as in FALCO)
     assert latent.shape == (18, 512)
     assert torch.equal(latent[:3], inversion[:3]) and torch.equal(latent[8:], inversion[8:])
     assert (latent[3:8] - inversion[3:8]).abs().max() > 0.1

@@ -37,6 +37,9 @@ def test_two_trial_optuna_search_returns_the_evaluated_objective(tmp_path):
                for value, p in trials.values())
     assert {name for _, p in trials.values() for name in p} >= {"method.margin", "method.id_weight",
                                                                 "method.attr_weight"}
+    assert set(best["best_params"]) == {"method.margin", "method.id_weight", "method.attr_weight"}
+    # The margin is drawn from the recognizer's own range (identity.margin_range: dlib distances).
+    assert all(0.6 <= float(p["method.margin"]) <= 1.0 for _, p in trials.values())
 
     # The tables command on the two evaluated runs: one margin-table row per trial, by margin.
     table = make_tables([str(tmp_path / "tables"), str(sweep)])["margin.csv"]

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import yaml
+
 from tests.conftest import FAST, ROOT
 
 
@@ -22,3 +24,7 @@ def test_two_job_margin_sweep_shares_the_stage_cache(tmp_path):
     margins = [json.loads(line)["identity_distance"]["final"] for j in (0, 1)
                for line in (tmp_path / "sweep" / str(j) / "private" / "records.jsonl").read_text().splitlines()]
     assert len(margins) == 6
+    # Each job's config.yaml records the margin its loss used.
+    written = [yaml.safe_load((tmp_path / "sweep" / str(j) / "config.yaml").read_text())["method"]["margin"]
+               for j in (0, 1)]
+    assert written == [0.7, 0.9]

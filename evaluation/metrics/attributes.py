@@ -2,7 +2,7 @@
 
 Inputs are predictions of one fixed attribute network on originals and on anonymized images
 (N,A): bool / {0,1} labels or probabilities (binarized at `threshold`; apply sigmoid to
-logits first). Two readings (METHOD.md):
+logits first). Two readings:
   agreement   anonymized predictions vs the ORIGINALS' predictions (no labels needed);
   accuracy    predictions vs ground-truth labels (e.g. CelebA's 40 attributes).
 Each comes with a balanced version: the mean of the true-positive and true-negative rates,

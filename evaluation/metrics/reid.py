@@ -1,6 +1,6 @@
 """Re-identification: does a face recognizer still find the original person?
 
-Two protocols exist in the field and both are offered (METHOD.md, "Evaluation protocol"):
+Two protocols exist in the field and both are offered:
 
 identification  closed-set, CIAGAN/FALCO lineage. Each anonymized image (probe) is compared
     with a gallery of ORIGINAL embeddings that carry identity labels. Gallery identities are

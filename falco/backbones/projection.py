@@ -3,15 +3,15 @@
 Finds the latent whose image is closest to the aligned original in pixels (mean squared
 error in [-1, 1]), starting from the mean latent, with Adam. Per-image losses are summed so
 images in a batch stay independent. For a single-latent generator (DCGAN) FALCO keeps no
-inversion layers, so this code is used only as `method.init=inversion` and to record how
-well the generator can reproduce each original (the reconstruction error bounds how much
-of its attributes any latent of this generator can keep).
+inversion layers, so this code is used only by `method.init=inversion` (`inversion=projection`;
+the DCGAN default is `inversion=none`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..stopping import check as stop_point
 from .base import Generator, Inversion
 
 
@@ -35,6 +35,7 @@ class ProjectionInversion(Inversion):
         opt = torch.optim.Adam([latent], lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.steps):
+                stop_point()  # SIGTERM/SIGINT: between steps (the invert stage caches nothing partial)
                 err = (g.synthesize(latent) - image).pow(2).flatten(1).mean(1).sum()
                 opt.zero_grad(set_to_none=True)
                 err.backward()

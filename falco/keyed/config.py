@@ -23,6 +23,7 @@ class KeyedMethodConfig(MethodConfig):
     key_env: Optional[str] = "FALCO_KEY"  # noqa: UP045  variable NAME holding the key when key_file is null
     lr: float = 0.03  # Adam learning rate: the pull toward a distinctive target needs longer moves
     id_loss: str = "hinge"  # only push away from the original; the virtual pull sets where the face goes
+    init: str = "virtual"  # every image starts from its person's virtual face (the only start in keyed mode)
     virtual_weight: float = 10.0  # weight of the distance to the person's virtual identity
     grouping: str = "auto"  # auto = dataset identity where known, else cluster | identity | cluster
     cluster_threshold: Optional[float] = None  # noqa: UP045  cluster distance; null = recognizer's rule

@@ -29,7 +29,7 @@ import sys
 import warnings
 from pathlib import Path
 
-MIN_BYTES = 16  # 128 bits: the floor; `new` writes 32 bytes (256 bits)
+MIN_BYTES = 16  # 128 bits: shorter keys are refused; `new` writes 32 bytes (256 bits)
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 

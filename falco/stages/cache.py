@@ -49,10 +49,16 @@ def file_hash(path: str | os.PathLike) -> str:
     return _file_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """Hash of a network's weights, for networks built in memory rather than read from a file."""
+def module_fingerprint(module: torch.nn.Module, *, all_buffers: bool = False) -> str:
+    """Hash of a network's weights, for networks built in memory rather than read from a file.
+
+    all_buffers: also hash the non-persistent buffers, which a loader may fill from its
+    checkpoint (e4e's latent_avg) although they are not in the state dict."""
     h = hashlib.sha256()
-    for name, t in module.state_dict().items():
+    tensors = dict(module.state_dict())
+    if all_buffers:
+        tensors.update((f"buffer:{name}", b) for name, b in module.named_buffers() if name not in tensors)
+    for name, t in tensors.items():
         h.update(name.encode())
         h.update(t.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]

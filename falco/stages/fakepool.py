@@ -13,40 +13,54 @@ import math
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from ..backbones.base import AttributeEncoder, Generator
 from ..detect import FaceDetector
+from ..progress import Progress
 from ..seeds import stream_seed
+from ..stopping import check as stop_point
 from ..views import robust_features
 
-CHUNK = 64  # samples per generator call; part of the pool's definition (seeds are per chunk)
+CHUNK = 64  # samples per seed of the pool's stream; part of the pool's definition
 SHARD_CHUNKS = 64  # chunks per saved shard
 
 
 def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: torch.Tensor, out: Path,
-                 *, size: int, seed: int, device: str = "cpu", detector: FaceDetector | None = None,
-                 views: int = 0) -> None:
-    """detector: if given, each fake records whether MTCNN finds a face in it (`detected`).
+                 *, size: int, seed: int, device: str | torch.device = "cpu", batch: int = CHUNK,
+                 detector: FaceDetector | None = None, views: int = 0) -> None:
+    """The networks run where they are; `device` is where their inputs go, in batches of at
+    most `batch` fakes (memory), whatever the pool size. The artefacts are stored on the CPU.
+    detector: if given, each fake records whether MTCNN finds a face in it (`detected`).
     views: pairing features averaged over this many fixed random views (falco/views.py)."""
-    res = generator.resolution
     lat, feat, found, shard = [], [], [], 0
-    for c in tqdm(range(math.ceil(size / CHUNK)), desc="fake pool: sample + embed", unit="chunk"):
-        n = min(CHUNK, size - c * CHUNK)
-        z = generator.sample(n, stream_seed("pool", seed, c)).to(device)
-        with torch.no_grad():
-            images = generator.synthesize(z).float()
-            lm = (template * res).to(device).expand(n, -1, -1)
-            f = robust_features(attributes.pairing_features, images, attributes.crop_thetas(lm, (res, res)), views)
-        lat.append(z.cpu())
-        feat.append(f.float().cpu())
-        hits = [d is not None for d in detector.detect_tensor(images)] if detector else [True] * n
-        found.append(torch.tensor(hits))
-        if len(lat) == SHARD_CHUNKS:
-            _save(out / f"pool_{shard:05d}.pt", lat, feat, found)
-            lat, feat, found, shard = [], [], [], shard + 1
+    with Progress("fake pool: sample + embed", size) as bar:
+        for c in range(math.ceil(size / CHUNK)):
+            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
+            n = min(CHUNK, size - c * CHUNK)
+            z = generator.sample(n, stream_seed("pool", seed, c))
+            parts = [_embed(generator, attributes, template, part.to(device), detector, views)
+                     for part in z.split(batch)]
+            lat.append(z.cpu())
+            feat.append(torch.cat([f for f, _ in parts]))
+            found.append(torch.tensor([hit for _, hits in parts for hit in hits]))
+            if len(lat) == SHARD_CHUNKS:
+                _save(out / f"pool_{shard:05d}.pt", lat, feat, found)
+                lat, feat, found, shard = [], [], [], shard + 1
+            bar.update(n)
     if lat:
         _save(out / f"pool_{shard:05d}.pt", lat, feat, found)
+
+
+def _embed(generator: Generator, attributes: AttributeEncoder, template: torch.Tensor, z: torch.Tensor,
+           detector: FaceDetector | None, views: int) -> tuple[torch.Tensor, list[bool]]:
+    """Pairing features (on the CPU) of the fakes of latents z, and whether MTCNN finds each face."""
+    res = generator.resolution
+    with torch.no_grad():
+        images = generator.synthesize(z).float()
+        lm = (template * res).to(z.device).expand(len(z), -1, -1)
+        f = robust_features(attributes.pairing_features, images, attributes.crop_thetas(lm, (res, res)), views)
+    hits = [d is not None for d in detector.detect_tensor(images)] if detector else [True] * len(z)
+    return f.float().cpu(), hits
 
 
 def _save(path: Path, lat: list, feat: list, found: list) -> None:

@@ -11,28 +11,35 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..backbones.base import Generator
 from ..detect import FaceDetector
+from ..progress import Progress
 from ..seeds import stream_seed
+from ..stopping import check as stop_point
 
 # FFHQ's canonical 5 points in unit coordinates (eye distance = 1/4 of the side, crop centred
 # 0.1 of the eye-to-mouth vector below the eyes, typical eye-to-mouth / eye-distance ~ 1.1).
 FFHQ_TEMPLATE = torch.tensor([[0.375, 0.4725], [0.625, 0.4725], [0.5, 0.61], [0.4, 0.7475], [0.6, 0.7475]])
+CHUNK = 16  # samples per seed of the frame's stream; part of the frame's definition
 
 
 def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int = 64, seed: int = 0,
-                  batch: int = 16) -> tuple[torch.Tensor, float]:
-    """Mean MTCNN landmarks (5,2) in unit coordinates over generator samples, and the hit rate."""
+                  device: str | torch.device = "cpu", batch: int = CHUNK) -> tuple[torch.Tensor, float]:
+    """Mean MTCNN landmarks (5,2) in unit coordinates over generator samples, and the hit rate.
+    The latents go to `device` (where the generator is) in batches of at most `batch`."""
     found: list[np.ndarray] = []
     res = generator.resolution
-    for start in tqdm(range(0, samples, batch), desc="frame: detect on generator samples", leave=False):
-        n = min(batch, samples - start)
-        z = generator.sample(n, stream_seed("frame", seed, start))
-        with torch.no_grad():
-            images = generator.synthesize(z).float()
-        found += [det.landmarks / res for det in detector.detect_tensor(images) if det is not None]
+    with Progress("frame: detect on generator samples", samples) as bar:
+        for start in range(0, samples, CHUNK):
+            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
+            n = min(CHUNK, samples - start)
+            z = generator.sample(n, stream_seed("frame", seed, start))
+            for part in z.split(batch):
+                with torch.no_grad():
+                    images = generator.synthesize(part.to(device)).float()
+                found += [det.landmarks / res for det in detector.detect_tensor(images) if det is not None]
+            bar.update(n)
     rate = len(found) / samples
     if not found:
         return torch.full((5, 2), float("nan")), 0.0
@@ -40,11 +47,12 @@ def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int 
 
 
 def generator_frame(generator: Generator, detector: FaceDetector, alignment: str, *,
-                    samples: int = 64, seed: int = 0) -> tuple[torch.Tensor, dict]:
+                    samples: int = 64, seed: int = 0, device: str | torch.device = "cpu",
+                    batch: int = CHUNK) -> tuple[torch.Tensor, dict]:
     """The frame template (5,2) unit coordinates, and a report of how it was obtained."""
     if alignment not in ("ffhq", "template"):
         raise ValueError(f"generator.alignment must be 'ffhq' or 'template', got {alignment!r}")
-    measured, rate = measure_frame(generator, detector, samples=samples, seed=seed)
+    measured, rate = measure_frame(generator, detector, samples=samples, seed=seed, device=device, batch=batch)
     if alignment == "ffhq" and rate < 0.5:
         return FFHQ_TEMPLATE.clone(), {"source": "ffhq_canonical", "detection_rate": rate}
     if rate < 0.5:

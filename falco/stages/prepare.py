@@ -22,13 +22,14 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..align import box_landmarks, ffhq_theta, implausible_landmarks, map_points, theta_from_landmarks
 from ..backbones.base import warp
 from ..data.items import SkipImage, SourceItem
 from ..detect import FaceDetector
+from ..progress import Progress
 from ..quirks import unaligned_target
+from ..stopping import check as stop_point
 
 SHARD = 1024  # items per tensor shard: bounds memory whatever the dataset size
 DETECT_CHUNK = 32  # photos read and detected together (bounds memory; MTCNN batches equal sizes)
@@ -108,41 +109,42 @@ def run_prepare(source: Source, detector: FaceDetector, out: Path, *, alignment:
             torch.save(tensors, out / f"shard_{shard:05d}.pt")
             shard, buf_img, buf_lm, buf_raw = shard + 1, [], [], []
 
-    bar = tqdm(total=len(source.items), desc="prepare: detect + align", unit="img")
-    for c in range(0, len(source.items), DETECT_CHUNK):
-        chunk = source.items[c:c + DETECT_CHUNK]
-        photos: dict[int, np.ndarray] = {}
-        for j, item in enumerate(chunk):
-            try:
-                photos[j] = source.read(item)
-            except SkipImage as e:
-                photos[j] = e  # type: ignore[assignment]
-        readable = [j for j in photos if not isinstance(photos[j], SkipImage)]
-        dets = dict(zip(readable, detector.detect_batch([photos[j] for j in readable]), strict=True))
-        for j, item in enumerate(chunk):
-            entry = {"id": item.id, "identity": item.identity, "labels": item.labels, "status": "ok", "reason": None}
-            got = photos[j]
-            if isinstance(got, SkipImage):
-                entries.append({**entry, "status": "skipped", "reason": got.reason, "message": got.message})
-            elif dets[j] is None:
-                entries.append({**entry, "status": "skipped", "reason": "no_face",
-                                "message": f"MTCNN found no face with probability >= {detector.min_prob}"})
-            else:
-                landmarks, how = face_landmarks(dets[j], alignment_failure)
-                entry = {**entry, "prob": dets[j].prob, **how}
-                if landmarks is None:
-                    entries.append(entry)
-                    continue
-                aligned, lm = align_one(got, landmarks, alignment, template, size)
-                entries.append({**entry, "shard": shard, "row": len(buf_img)})
-                buf_img.append(aligned)
-                buf_lm.append(lm)
-                if keep_unaligned:
-                    buf_raw.append(unaligned_target(got, size))
-                if len(buf_img) == SHARD:
-                    flush()
-        bar.update(len(chunk))
-    bar.close()
+    with Progress("prepare: detect + align", len(source.items)) as bar:
+        for c in range(0, len(source.items), DETECT_CHUNK):
+            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
+            chunk = source.items[c:c + DETECT_CHUNK]
+            photos: dict[int, np.ndarray] = {}
+            for j, item in enumerate(chunk):
+                try:
+                    photos[j] = source.read(item)
+                except SkipImage as e:
+                    photos[j] = e  # type: ignore[assignment]
+            readable = [j for j in photos if not isinstance(photos[j], SkipImage)]
+            dets = dict(zip(readable, detector.detect_batch([photos[j] for j in readable]), strict=True))
+            for j, item in enumerate(chunk):
+                entry = {"id": item.id, "identity": item.identity, "labels": item.labels,
+                         "status": "ok", "reason": None}
+                got = photos[j]
+                if isinstance(got, SkipImage):
+                    entries.append({**entry, "status": "skipped", "reason": got.reason, "message": got.message})
+                elif dets[j] is None:
+                    entries.append({**entry, "status": "skipped", "reason": "no_face",
+                                    "message": f"MTCNN found no face with probability >= {detector.min_prob}"})
+                else:
+                    landmarks, how = face_landmarks(dets[j], alignment_failure)
+                    entry = {**entry, "prob": dets[j].prob, **how}
+                    if landmarks is None:
+                        entries.append(entry)
+                        continue
+                    aligned, lm = align_one(got, landmarks, alignment, template, size)
+                    entries.append({**entry, "shard": shard, "row": len(buf_img)})
+                    buf_img.append(aligned)
+                    buf_lm.append(lm)
+                    if keep_unaligned:
+                        buf_raw.append(unaligned_target(got, size))
+                    if len(buf_img) == SHARD:
+                        flush()
+            bar.update(len(chunk))
     flush()
     (out / "items.json").write_text(json.dumps(entries, indent=0))
 

@@ -126,6 +126,8 @@ def test_signals_only_set_a_flag_until_a_second_one():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert {s: signal.getsignal(s) for s in stopping.SIGNALS} == before
+    assert stopping.requested() is None  # after the job, code outside it (tests, stages) runs on
+    stopping.check()
     with stopping.on_signals():
         stopping.check()  # a new job starts with no stop requested
 

@@ -1,5 +1,7 @@
 """`benchmarks/perf.py` as a user runs it, on the embedded default with a few steps: every part
-of the report is produced and its checks hold (the timings themselves are not asserted)."""
+of the report is produced and its checks hold (the timings themselves are not asserted).
+(b) runs in the precision `auto` picks for this CPU (bf16 where native, else fp32: emulated bf16
+is ~50x slower); the bf16 matmul peak is measured either way, at the sizes that fit its window."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import subprocess
 import sys
 
+from falco.precision import resolve_precision
 from tests.conftest import ROOT
 
 
@@ -22,10 +25,14 @@ def test_embedded_benchmark_runs_and_its_checks_hold(tmp_path):
         assert text in proc.stdout
     report = json.loads(out.read_text())
     assert report["matmul_peak"]["bf16"]["flops"] > 0
+    auto = resolve_precision("auto", "cpu")
+    assert report["precision"] == {"bf16-mixed": "bf16", "32-true": "fp32"}[auto.precision]
+    assert report["precision_reason"] == auto.reason and auto.reason in proc.stdout
     config = report["configs"][0]
     assert config["name"] == "embedded" and [r["batch"] for r in config["ours"]] == [1, 2]
     assert config["official"]["flops_per_iter"] > config["ours"][0]["flops_per_iter"] > 0  # less work per step
     checks = config["checks"]
+    assert f"{report['precision']}_vs_fp32" in checks  # the outcomes of (b)'s precision vs fp32
     assert checks["fp32_invariant_b_vs_a_batch2_max_abs"] == 0.0  # bit for bit the official loop
     assert checks["fp32_b_vs_a_batch1_max_abs"] == 0.0
     assert checks["fp32_b_vs_a_batch2_max_abs"] < 1e-5  # batched: rounding only

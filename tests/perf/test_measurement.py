@@ -1,12 +1,17 @@
-"""The benchmark's counters measure what they claim: FLOPs, memory in flight, CPU shares."""
+"""The benchmark's counters measure what they claim: FLOPs, memory in flight, CPU shares, step
+times. Clocks and CPU counters are replaced by scripted ones, so every expected value is known
+beforehand and no assertion depends on how busy the machine is (benchmarks/measurement.py
+prints the same counters on real work)."""
 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
+from falco.perf import machine, timing
 from falco.perf.flops import count_flops, matmul_flops
 from falco.perf.machine import Share
 from falco.perf.memory import measure_peak
@@ -32,27 +37,66 @@ def test_memory_in_flight_sees_a_temporary_tensor_and_not_a_kept_one():
 
     def work():
         tmp = torch.ones(128 * 2**20 // 4)  # 128 MB, freed at return
-        time.sleep(0.05)
+        time.sleep(0.05)  # several sampling intervals with the tensor alive
         return float(tmp[0] + kept[0])
 
     _, mem = measure_peak(work)
     assert 120 * 2**20 < mem.in_flight < 180 * 2**20
 
 
-def test_cpu_share_and_step_clock():
-    share = Share().start()
-    end = time.perf_counter() + 0.3
-    while time.perf_counter() < end:  # burn one core
-        pass
-    out = share.stop()
-    assert out["own_cpu_share"] > 0.2  # of all CPUs (1/2 on a 2-core machine)
+def _script(monkeypatch, machine_readings, own_readings):
+    """machine_seconds() and own_seconds() return these readings, one per call."""
+    busy_total, own = iter(machine_readings), iter(own_readings)
+    monkeypatch.setattr(machine, "machine_seconds", lambda: next(busy_total))
+    monkeypatch.setattr(machine, "own_seconds", lambda: next(own))
+
+
+def test_cpu_shares_from_the_machine_and_process_counters(monkeypatch):
+    # 60 CPU-seconds pass on the machine; 30 of them busy, 18 of those ours: 30% ours, 20% others'.
+    _script(monkeypatch, [(10.0, 100.0), (40.0, 160.0)], [2.0, 20.0])
+    assert Share().start().stop() == {"others_cpu_share": 0.2, "own_cpu_share": 0.3}
+    # Counters tick coarsely: when ours outran the machine's busy count, others' share is 0, not < 0.
+    _script(monkeypatch, [(10.0, 100.0), (20.0, 160.0)], [2.0, 20.0])
+    assert Share().start().stop() == {"others_cpu_share": 0.0, "own_cpu_share": 0.3}
+
+
+class _ScriptedShare:
+    """Share whose stop() reports the next scripted share of the other processes."""
+
+    others: list[float] = []
+
+    def start(self):
+        return self
+
+    def stop(self):
+        return {"others_cpu_share": _ScriptedShare.others.pop(0), "own_cpu_share": 0.5}
+
+
+def _clock(monkeypatch, ends: list[float], others: list[float]) -> StepClock:
+    """A StepClock started at t = 0 and called at each of `ends`, the other processes' CPU share
+    in each interval being `others`."""
+    times = iter([0.0, *ends])
+    monkeypatch.setattr(timing, "time", SimpleNamespace(perf_counter=lambda: next(times)))
+    monkeypatch.setattr(timing, "Share", _ScriptedShare)
+    _ScriptedShare.others = list(others)
     clock = StepClock()
-    for step in range(3):
-        time.sleep(0.02 * (step + 1))
+    for step in range(len(ends)):
         clock(step)
-    steps = clock.steps()  # the first interval (set-up + step 0) is not a step
-    # sleeps never end early; a busy machine may wake them late
-    assert len(steps) == 2 and 0.04 <= steps[0] < 0.3 and 0.06 <= steps[1] < 0.3
-    quiet = [t for t, o in zip(steps, clock.others[1:], strict=True) if o <= QUIET]
-    assert clock.step_time() == ((median(quiet), True) if quiet else (median(steps), False))
-    assert median([3.0, 1.0, 2.0]) == 2.0 and median([1.0, 4.0]) == 2.5
+    return clock
+
+
+def test_step_clock_drops_steps_the_machine_was_busy_during(monkeypatch):
+    assert QUIET == 0.1
+    # Interval 0 (set-up + step 0) is not a step; the step during which others used 50% is dropped.
+    clock = _clock(monkeypatch, [1.0, 1.5, 2.5, 2.625, 3.0], [0.9, 0.0, 0.5, 0.05, 0.1])
+    assert clock.first() == 1.0
+    assert clock.steps() == [0.5, 1.0, 0.125, 0.375]
+    assert clock.others[1:] == [0.0, 0.5, 0.05, 0.1]
+    assert clock.step_time() == (0.375, True)  # median of the quiet 0.5, 0.125, 0.375
+    # No quiet step at all: the median of every step, flagged as not quiet.
+    noisy = _clock(monkeypatch, [1.0, 1.5, 2.5, 2.625, 3.0], [0.5] * 5)
+    assert noisy.step_time() == (0.4375, False)  # (0.375 + 0.5) / 2
+
+
+def test_median():
+    assert median([3.0, 1.0, 2.0]) == 2.0 and median([1.0, 4.0]) == 2.5 and median([7.0]) == 7.0

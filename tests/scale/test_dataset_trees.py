@@ -58,11 +58,12 @@ def test_lfw_tree_keyed_pairs_rekeyed(generated_faces, tmp_path, monkeypatch):
     assert result.processed == 6 and result.skipped == 0
     name = {r["id"]: r["pseudonym"] for r in _csv(tmp_path / "run" / "private" / "mapping.csv")}
     pairs = _csv(tmp_path / "run" / "release" / "pairs.csv")
-    # pairs.txt of the fake tree: Ann 1-2 same, Bob 1-2 same, Ann 1 - Bob 2, Ann 3 - Cid 1 different
-    assert pairs == [
-        {"pseudonym_a": name["Ann_A/Ann_A_0001.jpg"], "pseudonym_b": name["Ann_A/Ann_A_0002.jpg"], "same": "1"},
-        {"pseudonym_a": name["Bob_B/Bob_B_0001.jpg"], "pseudonym_b": name["Bob_B/Bob_B_0002.jpg"], "same": "1"},
-        {"pseudonym_a": name["Ann_A/Ann_A_0001.jpg"], "pseudonym_b": name["Bob_B/Bob_B_0002.jpg"], "same": "0"},
-        {"pseudonym_a": name["Ann_A/Ann_A_0003.jpg"], "pseudonym_b": name["Cid_C/Cid_C_0001.jpg"], "same": "0"},
-    ]
+    # pairs.txt of the fake tree: Ann 1-2 same, Bob 1-2 same, Ann 1 - Bob 2, Ann 3 - Cid 1 different;
+    # released in pseudonym order (each row's two sorted, rows sorted), not in pairs.txt's order
+    truth = [("Ann_A/Ann_A_0001.jpg", "Ann_A/Ann_A_0002.jpg", "1"),
+             ("Bob_B/Bob_B_0001.jpg", "Bob_B/Bob_B_0002.jpg", "1"),
+             ("Ann_A/Ann_A_0001.jpg", "Bob_B/Bob_B_0002.jpg", "0"),
+             ("Ann_A/Ann_A_0003.jpg", "Cid_C/Cid_C_0001.jpg", "0")]
+    rows = sorted((*sorted((name[a], name[b])), same) for a, b, same in truth)
+    assert pairs == [{"pseudonym_a": a, "pseudonym_b": b, "same": same} for a, b, same in rows]
     assert "Ann_A" not in (tmp_path / "run" / "release" / "pairs.csv").read_text()
