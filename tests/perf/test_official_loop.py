@@ -45,11 +45,12 @@ def test_batch_of_one_matches_the_official_loop_over_many_steps(problem):
 
 
 def test_a_batch_matches_per_image_official_runs(problem):
-    """Batch invariance: within 1e-5 over the first steps (measured ~2e-6 after 5). oneDNN picks
+    """Batch invariance: within 3e-5 over the first steps (measured ~2e-6 after 5 on an AMD EPYC,
+    1.3e-5 after 4 on an Intel Xeon with AMX). oneDNN picks
     batch-size-dependent kernels and the optimization amplifies ~1e-9 differences ~10x per step,
     so after tens of steps only the outcomes agree, not the latents."""
     ours, ref, _ = both(problem, [0, 1], steps=4)
-    assert (ours - ref).abs().max() <= 1e-5
+    assert (ours - ref).abs().max() <= 3e-5
 
 
 def test_the_comparison_can_fail(problem):
