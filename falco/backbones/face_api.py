@@ -78,6 +78,10 @@ def _same(x: torch.Tensor, kernel: int, stride: int, value: float = 0.0) -> torc
     return F.pad(x, (left, r, t, b), value=value) if t or b or left or r else x
 
 
+def _frozen(array: np.ndarray) -> nn.Parameter:
+    return nn.Parameter(torch.from_numpy(array.copy()), requires_grad=False)
+
+
 class SeparableConv(nn.Module):
     def __init__(self, w: dict[str, np.ndarray], prefix: str) -> None:
         super().__init__()
@@ -107,7 +111,8 @@ class Conv(nn.Module):
 class ReductionBlock(nn.Module):
     def __init__(self, w: dict[str, np.ndarray], prefix: str, activate_input: bool = True) -> None:
         super().__init__()
-        self.sep0, self.sep1 = SeparableConv(w, f"{prefix}/separable_conv0"), SeparableConv(w, f"{prefix}/separable_conv1")
+        self.sep0 = SeparableConv(w, f"{prefix}/separable_conv0")
+        self.sep1 = SeparableConv(w, f"{prefix}/separable_conv1")
         self.expansion = Conv(w, f"{prefix}/expansion_conv", stride=2)
         self.activate_input = activate_input
 
@@ -142,10 +147,8 @@ class AgeGenderNet(nn.Module):
             MainBlock(w, "middle_flow/main_block_0"), MainBlock(w, "middle_flow/main_block_1"),
             ReductionBlock(w, "exit_flow/reduction_block"))
         self.exit_sep = SeparableConv(w, "exit_flow/separable_conv")
-        self.fc = nn.ParameterDict({k: nn.Parameter(torch.from_numpy(w[f"fc/{k}/weights"].T.copy()), requires_grad=False)
-                                    for k in ("age", "gender")})
-        self.fc_bias = nn.ParameterDict({k: nn.Parameter(torch.from_numpy(w[f"fc/{k}/bias"].copy()), requires_grad=False)
-                                         for k in ("age", "gender")})
+        self.fc = nn.ParameterDict({k: _frozen(w[f"fc/{k}/weights"].T) for k in ("age", "gender")})
+        self.fc_bias = nn.ParameterDict({k: _frozen(w[f"fc/{k}/bias"]) for k in ("age", "gender")})
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, rgb255: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
