@@ -1,0 +1,10 @@
+"""FALCO face-dataset anonymization (the library every job, test and benchmark imports)."""
+
+import torch
+
+# Subnormal floats are flushed to zero (FTZ/DAZ) in every process that uses the library: CPUs
+# compute them in microcode, and the attribute nets' gradients produce them. Measured on an AVX2
+# CPU, one 3x3 convolution's backward (64 images of 64 channels at 14 px) took 0.22 s with them and
+# 0.01 s without; a whole optimization step 1.8 s vs 1.3 s. Values below 1.2e-38 carry nothing
+# an fp32 result keeps. Set at import, before the first parallel region starts its threads.
+torch.set_flush_denormal(True)

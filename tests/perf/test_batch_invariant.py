@@ -1,4 +1,4 @@
-"""The batch-invariant mode (method.batch_invariant, on by default under 32-true): every image is
+"""The batch-invariant mode (method.batch_invariant, method.batch_invariant=true): every image is
 optimized as if alone, so its latents are bit for bit the official per-image loop's in float32,
 whatever its batch mates, on a StyleGAN2 with a folded tail and the embedded loss networks."""
 
@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from falco.backbones.age_gender import load_age_gender
 from falco.backbones.dlib_resnet import load_dlib_recognizer
 from falco.config import MethodConfig
-from falco.job import batch_invariant
 from falco.module import AnonymizerModule
 from falco.perf.official_loop import official_style_optimize
 from tests.backbones.test_stylegan2_genforce import small_generator
@@ -86,17 +84,3 @@ def test_an_image_does_not_depend_on_its_batch_mates(nets):
     moved = ours(nets, batch(nets[0], 3, init_shift=1e-3), invariant=True)
     assert torch.equal(got[:2], moved[:2])
     assert not torch.equal(got[2], moved[2])  # the comparison can fail
-
-
-class _Trainer:
-    def __init__(self, precision: str):
-        self.precision = precision
-
-
-@pytest.mark.parametrize(("setting", "precision", "expected"), [
-    (None, "32-true", True), (None, "bf16-mixed", False), (None, "16-mixed", False),
-    (False, "32-true", False), (True, "bf16-mixed", True)])
-def test_the_default_follows_the_precision(setting, precision, expected):
-    method = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(MethodConfig),
-                                                 {"batch_invariant": setting}))
-    assert batch_invariant(method, _Trainer(precision)) is expected

@@ -11,6 +11,7 @@ import sys
 
 from falco.precision import resolve_precision
 from tests.conftest import ROOT
+from tests.scale import SAME_MACHINE_REL
 
 
 def test_embedded_benchmark_runs_and_its_checks_hold(tmp_path):
@@ -33,7 +34,9 @@ def test_embedded_benchmark_runs_and_its_checks_hold(tmp_path):
     assert config["official"]["flops_per_iter"] > config["ours"][0]["flops_per_iter"] > 0  # less work per step
     checks = config["checks"]
     assert f"{report['precision']}_vs_fp32" in checks  # the outcomes of (b)'s precision vs fp32
-    assert checks["fp32_invariant_b_vs_a_batch2_max_abs"] == 0.0  # bit for bit the official loop
-    assert checks["fp32_b_vs_a_batch1_max_abs"] == 0.0
+    # the official loop's result up to this CPU's run-to-run rounding (0.0 on AMD EPYC; 1.5e-7 seen on
+    # Intel AMX, where oneDNN's rounding depends on more than the batch): one Adam step moves a latent by ~lr
+    assert checks["fp32_invariant_b_vs_a_batch2_max_abs"] <= SAME_MACHINE_REL
+    assert checks["fp32_b_vs_a_batch1_max_abs"] <= SAME_MACHINE_REL
     assert checks["fp32_b_vs_a_batch2_max_abs"] < 1e-5  # batched: rounding only
     assert checks["a_vs_fp32_b"]["max_abs_distance"] < 1e-4 and checks["a_vs_fp32_b"]["decision_flips"] == 0

@@ -28,7 +28,9 @@ from PIL import Image
 
 from tests.conftest import FAST, ROOT, compose_train
 
-BASE = [*FAST, "data.identities=6", "method.steps=2", "trainer.precision=32-true", "summary=false"]
+# batch-invariant: the strongest claim (each image as if alone), which these tests hold it to
+BASE = [*FAST, "data.identities=6", "method.steps=2", "trainer.precision=32-true", "method.batch_invariant=true",
+        "summary=false"]
 # Record fields that legitimately differ between two runs of the same images.
 VOLATILE = {"seconds", "pseudonym", "rank"}
 

@@ -1,0 +1,35 @@
+"""Subnormal weights are flushed at load (falco/backbones/denormals.py), and the library sets
+flush-to-zero for its arithmetic (falco/__init__.py)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import falco  # noqa: F401  (sets flush-to-zero)
+from falco.backbones.age_gender import load_age_gender
+from falco.backbones.denormals import flush_denormals, subnormal
+
+
+def test_flush_zeroes_subnormals_only():
+    conv = nn.Conv2d(1, 1, 2, bias=True)
+    with torch.no_grad():
+        # bit patterns: copies and literals would be flushed on the way in (flush-to-zero is on)
+        bits = torch.tensor([0x000AE398, 0x8002CD5A - 2**32, 0x00A35D4E, 0x3F000000], dtype=torch.int32)
+        conv.weight.view(-1).view(torch.int32).copy_(bits)  # 1e-39, -2.6e-40, 1.5e-38 (normal), 0.5
+        conv.bias.view(torch.int32).fill_(0x80001BD4 - 2**32)  # -1e-41
+    assert flush_denormals(conv) == 3
+    assert conv.weight.view(-1).view(torch.int32).tolist()[2:] == [0x00A35D4E, 0x3F000000]  # kept
+    assert conv.weight.view(-1)[:2].abs().view(torch.int32).tolist() == [0, 0]
+    assert conv.bias.abs().view(torch.int32).item() == 0
+    assert flush_denormals(conv) == 0
+
+
+def test_loaded_attribute_nets_hold_no_subnormals():
+    net = load_age_gender()  # its published weights hold 6,812 subnormals
+    assert all(int(subnormal(p).sum()) == 0 for p in net.parameters())
+
+
+def test_arithmetic_flushes_subnormal_results():
+    x = torch.tensor([1e-30])
+    assert (x * torch.tensor([1e-10])).item() == 0.0  # 1e-40 is subnormal: flushed
