@@ -11,11 +11,12 @@ from __future__ import annotations
 import http.client
 import re
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TextIO
+
+from .progress import Progress
 
 CHUNK = 1 << 20
 USER_AGENT = "falco-weights (python urllib)"
@@ -23,35 +24,6 @@ USER_AGENT = "falco-weights (python urllib)"
 
 class TransferError(Exception):
     """A transfer that did not complete; a `.part` already on disk is kept for resuming."""
-
-
-class Progress:
-    """Bytes done and MB/s: redrawn in place on a terminal, else one line per `every` seconds."""
-
-    def __init__(self, label: str, total: int | None, start: int, stream: TextIO, every: float):
-        self.label, self.total, self.start, self.stream = label, total, start, stream
-        self.tty = stream.isatty()
-        self.every = min(every, 0.5) if self.tty else every
-        self.t0 = self.last = time.monotonic()
-
-    def update(self, done: int) -> None:
-        if time.monotonic() - self.last >= self.every:
-            self._emit(done, final=False)
-
-    def finish(self, done: int) -> None:
-        self._emit(done, final=True)
-
-    def _emit(self, done: int, final: bool) -> None:
-        now = time.monotonic()
-        self.last = now
-        rate = (done - self.start) / max(now - self.t0, 1e-6) / 1e6
-        of = f" of {self.total / 1e6:.1f} MB ({100 * done / self.total:.0f}%)" if self.total else " MB"
-        line = f"{self.label}: {done / 1e6:.1f}{of}, {rate:.2f} MB/s"
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 def fetch(url: str, part: Path, *, label: str, timeout: float = 60.0, stream: TextIO | None = None,
@@ -72,8 +44,10 @@ def fetch(url: str, part: Path, *, label: str, timeout: float = 60.0, stream: Te
             raise TransferError(f"{url}: served an HTML page, not the file (a download or sign-in page; "
                                 "give a direct link with --mirror)")
         start, total = _resume_point(response, have, url)
-        return _copy(response, part, start, total, url,
-                     Progress(label, total, start, stream or sys.stderr, log_every))
+        progress = Progress(label, total, unit="MB", scale=1e6, initial=start, interval_s=log_every,
+                            stream=stream or sys.stderr, heartbeat=False, enabled=True)
+        with progress:
+            return _copy(response, part, start, total, url, progress)
 
 
 def _resume_point(response, have: int, url: str) -> tuple[int, int | None]:
@@ -95,12 +69,10 @@ def _copy(response, part: Path, start: int, total: int | None, url: str, progres
             while chunk := response.read(CHUNK):
                 out.write(chunk)
                 done += len(chunk)
-                progress.update(done)
+                progress.update(len(chunk))
     except (OSError, http.client.HTTPException) as err:  # reset, timeout, IncompleteRead
-        progress.finish(done)
         raise TransferError(f"{url}: transfer broke off at {done} bytes ({err!r}); {part.name} is kept, "
                             "the next run resumes it") from err
-    progress.finish(done)
     if total is not None and done != total:
         raise TransferError(f"{url}: transfer ended at {done} of {total} bytes; {part.name} is kept, "
                             "the next run resumes it")

@@ -45,18 +45,21 @@ def clock_text(seconds: float) -> str:
 class Progress:
     """done/total of a named loop. Use as a context manager, or call `close()` at the end.
 
-    total: None when unknown (then no percentage or ETA). stream: sys.stdout by default; tty:
+    total: None when unknown (then no percentage or ETA). scale: counts are shown divided by it
+    (bytes as MB: unit="MB", scale=1e6). initial: already done before this loop (a resumed
+    download): counted in done/total, not in the rate. stream: sys.stdout by default; tty:
     whether to redraw one line (default: whether the stream is a terminal). clock and
     heartbeat exist for tests: a fake clock, and no background thread."""
 
-    def __init__(self, name: str, total: int | None = None, *, unit: str = "images", interval_s: float | None = None,
-                 stream: IO[str] | None = None, tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, name: str, total: int | None = None, *, unit: str = "images", scale: float = 1.0,
+                 initial: int = 0, interval_s: float | None = None, stream: IO[str] | None = None,
+                 tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
                  heartbeat: bool = True, enabled: bool | None = None) -> None:
-        self.name, self.total, self.unit = name, total, unit
+        self.name, self.total, self.unit, self.scale, self.initial = name, total, unit, scale, initial
         self.stream = stream if stream is not None else sys.stdout
         self.interval_s = INTERVAL_S if interval_s is None else interval_s
         self.clock = clock
-        self.done = 0
+        self.done = initial
         self.enabled = rank_zero_only.rank == 0 if enabled is None else enabled
         tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
         self.start = self.last = clock()
@@ -66,8 +69,8 @@ class Progress:
         if not self.enabled:
             return
         if tty:
-            self._bar = tqdm(total=total, desc=name, unit=unit.rstrip("s") or unit, file=self.stream,
-                             dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, desc=name, unit=unit.rstrip("s") or unit,
+                             unit_scale=1 / scale if scale != 1 else False, file=self.stream, dynamic_ncols=True)
             return
         self._print(f"{self._count()}, started")
         if heartbeat and self.interval_s > 0:
@@ -94,7 +97,7 @@ class Progress:
         elapsed = self.clock() - self.start
         how = ("done" if error is None else "stopped" if isinstance(error, Stopped)
                else f"failed ({type(error).__name__})")
-        rate = f", {self._rate(elapsed)}" if self.done and elapsed > 0 else ""
+        rate = f", {self._rate(elapsed)}" if self.done > self.initial and elapsed > 0 else ""
         if self._bar is None or error is not None:
             self._print(f"{self._count()} in {clock_text(elapsed)}{rate}, {how}")
 
@@ -102,10 +105,11 @@ class Progress:
         """The current plain line: done/total, percentage, rate and ETA (when known)."""
         elapsed = self.clock() - self.start
         parts = [self._count()]
-        if self.done and elapsed > 0:
+        new = self.done - self.initial
+        if new > 0 and elapsed > 0:
             parts.append(self._rate(elapsed))
             if self.total is not None:
-                parts.append(f"ETA {clock_text((self.total - self.done) * elapsed / self.done)}")
+                parts.append(f"ETA {clock_text((self.total - self.done) * elapsed / new)}")
         return ", ".join(parts)
 
     def __enter__(self) -> Progress:
@@ -114,14 +118,17 @@ class Progress:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(exc)
 
+    def _amount(self, n: int) -> str:
+        return str(n) if self.scale == 1 else f"{n / self.scale:.1f}"
+
     def _count(self) -> str:
         if self.total is None:
-            return f"{self.done} {self.unit}"
+            return f"{self._amount(self.done)} {self.unit}"
         pct = f" ({self.done / self.total:.0%})" if self.total else ""
-        return f"{self.done}/{self.total} {self.unit}{pct}"
+        return f"{self._amount(self.done)}/{self._amount(self.total)} {self.unit}{pct}"
 
     def _rate(self, elapsed: float) -> str:
-        rate = self.done / elapsed
+        rate = (self.done - self.initial) / self.scale / elapsed
         return f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s"
 
     def _maybe_line(self) -> None:

@@ -181,7 +181,7 @@ def test_progress_lines_in_a_log(server, tmp_path):
     size = fetch(server.url + "/files/a.pt", tmp_path / "a.pt.part", label="a.pt", stream=log, log_every=0)
     assert size == FILES["/files/a.pt"].stat().st_size
     last = log.getvalue().splitlines()[-1]
-    assert last.startswith("a.pt: ") and "MB/s" in last and "(100%)" in last
+    assert last.startswith("[progress] a.pt: ") and "MB/s" in last and "(100%)" in last and last.endswith("done")
 
 
 def test_cli_downloads_lists_and_fails_with_exit_code(server, tmp_path, capsys):

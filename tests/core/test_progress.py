@@ -166,3 +166,13 @@ def test_sigterm_under_lightning_stops_predict_between_steps(capsys):
     out = capsys.readouterr().out
     assert "[progress] optimize: 0/8 images (0%), started" in out
     assert re.search(r"\[progress\] optimize: 2/8 images \(25%\) in \d:\d\d:\d\d, .* images/s, stopped", out)
+
+
+def test_scaled_and_resumed_counts():
+    """A resumed download: bytes shown as MB, the resumed part counted in done but not in the rate."""
+    clock, out = FakeClock(), io.StringIO()
+    bar = Progress("a.pt", 10_000_000, unit="MB", scale=1e6, initial=5_000_000, stream=out, clock=clock,
+                   heartbeat=False, interval_s=0, enabled=True)
+    clock.t += 2
+    bar.update(1_000_000)
+    assert _lines(out)[-1] == "[progress] a.pt: 6.0/10.0 MB (60%), 0.5 MB/s, ETA 0:00:08"
