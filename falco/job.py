@@ -113,7 +113,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if method.name == "keyed":  # per-person virtual identities under a secret key (after KFAAR)
         from .keyed import apply_keyed
 
-        apply_keyed(prepped, nets, method, run)
+        apply_keyed(prepped, nets, method, run, device)
     # Before any process of this job writes: undo writes a kill cut off, then skip what is done.
     if lead:
         run.recover({e["id"] for e in prepped.prepared.entries if in_shard(e["id"], shard)})

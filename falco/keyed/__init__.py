@@ -16,6 +16,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 from ..data.imageio import atomic_write_text
+from ..device import device_of, on_device
 from ..pipeline import Networks, Prepped
 from ..rundir import RunDir
 from .auth import Authenticator, Enrolment, enrol, network_fingerprints
@@ -45,9 +46,9 @@ def describe_originals(prepped: Prepped, nets: Networks) -> tuple[torch.Tensor, 
     ok = prepped.prepared.ok
     for s in range(0, len(ok), BATCH):
         images, lms = zip(*(prepped.prepared.get(e) for e in ok[s:s + BATCH]), strict=True)
-        x, lm = torch.stack(images), torch.stack(lms).float()
-        emb.append(nets.identity.embed(x, nets.identity.crop_theta(lm, (res, res))).float())
-        att.append(nets.attributes.pairing_features(x, nets.attributes.crop_thetas(lm, (res, res))).float())
+        x, lm = torch.stack(images).to(device_of(nets.identity)), torch.stack(lms).float().to(device_of(nets.identity))
+        emb.append(nets.identity.embed(x, nets.identity.crop_theta(lm, (res, res))).float().cpu())
+        att.append(nets.attributes.pairing_features(x, nets.attributes.crop_thetas(lm, (res, res))).float().cpu())
     return torch.cat(emb), torch.cat(att)
 
 
@@ -68,19 +69,23 @@ def _check_same_key(run: RunDir, key: SecretKey) -> None:
                          f"{Enrolment.load(path).key_id}, this key {key.key_id}); use a new run directory")
 
 
-def apply_keyed(prepped: Prepped, nets: Networks, method: KeyedMethodConfig, run: RunDir) -> Enrolment:
+def apply_keyed(prepped: Prepped, nets: Networks, method: KeyedMethodConfig, run: RunDir,
+                device: str | torch.device = "cpu") -> Enrolment:
+    """The networks compute on the run's `device`; every result lands on the CPU."""
     validate_keyed(method)
     key = load_key(method.key_file, method.key_env)
     _check_same_key(run, key)
     ok = prepped.prepared.ok
-    originals, original_attributes = describe_originals(prepped, nets)
-    threshold = method.cluster_threshold if method.cluster_threshold is not None else nets.identity.same_person_below
-    labels = person_labels([e["id"] for e in ok], [e.get("identity") for e in ok], originals, nets.identity,
-                           method.grouping, threshold, method.cluster_linkage)
-    tokens = [person_token(key, lab) for lab in labels]
-    center = population_center(nets.generator, nets.identity, prepped.template, method.center_samples)
-    identities = virtual_identities(nets.generator, nets.identity, nets.attributes, prepped.template, key, tokens,
-                                    originals, original_attributes, draw_rules(method, nets, center))
+    with on_device(device, nets.generator, nets.identity, nets.attributes):
+        originals, original_attributes = describe_originals(prepped, nets)
+        threshold = (method.cluster_threshold if method.cluster_threshold is not None
+                     else nets.identity.same_person_below)
+        labels = person_labels([e["id"] for e in ok], [e.get("identity") for e in ok], originals, nets.identity,
+                               method.grouping, threshold, method.cluster_linkage)
+        tokens = [person_token(key, lab) for lab in labels]
+        center = population_center(nets.generator, nets.identity, prepped.template, method.center_samples)
+        identities = virtual_identities(nets.generator, nets.identity, nets.attributes, prepped.template, key,
+                                        tokens, originals, original_attributes, draw_rules(method, nets, center))
     prepped.virtual = torch.stack([identities[t].target for t in tokens])  # (n_ok, D) pull targets
     prepped.virtual_init = torch.stack([identities[t].latent for t in tokens])  # (n_ok, *shape) starts
     enrolment = enrol(key, identities, dict(zip(tokens, labels, strict=True)), center, method.distinctiveness,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..backbones.base import AttributeEncoder, Generator, IdentityEncoder
+from ..device import device_of
 from ..seeds import stream_seed
 from .key import SecretKey
 
@@ -102,12 +103,14 @@ def embed_generated(generator: Generator, identity: IdentityEncoder, template: t
     template (5,2)) and, with `attributes`, their (N, A) attribute pairing features."""
     res = generator.resolution
     emb, att = [], []
+    device = device_of(generator)  # the networks' device (the run's); results come back to the CPU
     for part in latents.split(EMBED_BATCH):
-        lm = (template * res).to(part.device).expand(len(part), -1, -1)
+        part = part.to(device)
+        lm = (template * res).to(device).expand(len(part), -1, -1)
         image = generator.synthesize(part).float()
-        emb.append(identity.embed(image, identity.crop_theta(lm, (res, res))).float())
+        emb.append(identity.embed(image, identity.crop_theta(lm, (res, res))).float().cpu())
         if attributes is not None:
-            att.append(attributes.pairing_features(image, attributes.crop_thetas(lm, (res, res))).float())
+            att.append(attributes.pairing_features(image, attributes.crop_thetas(lm, (res, res))).float().cpu())
     return torch.cat(emb), (torch.cat(att) if att else None)
 
 

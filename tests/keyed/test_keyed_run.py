@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+import falco.keyed
+
 from tests.conftest import FAST, compose_train
 from train import run
 
@@ -36,6 +38,14 @@ def two_runs(tmp_path_factory):
     key_file.chmod(0o600)
     mp = pytest.MonkeyPatch()
     mp.setenv("TEST_KEYED_SECRET", "base64:" + base64.b64encode(RAW).decode())
+    placed = []  # (device, network classes) of every on_device the keyed stage asked for
+    real_on_device = falco.keyed.on_device
+
+    def recording(device, *nets):
+        placed.append((str(device), [type(n).__name__ for n in nets]))
+        return real_on_device(device, *nets)
+
+    mp.setattr(falco.keyed, "on_device", recording)
     common = [f"cache_dir={root / 'cache'}", *SMALL]
     printed = io.StringIO()
     try:
@@ -45,11 +55,11 @@ def two_runs(tmp_path_factory):
                          str(root / "run2"))
     finally:
         mp.undo()
-    return root, first, second, printed.getvalue()
+    return root, first, second, printed.getvalue(), placed
 
 
 def test_key_never_written_or_printed(two_runs, capfd):
-    root, first, _, printed = two_runs
+    root, first, _, printed, _ = two_runs
     assert "keyed: " in printed and "enrolment in" in printed  # the runs' output was captured
     from hydra import compose, initialize_config_dir
 
@@ -101,3 +111,10 @@ def test_resuming_with_another_key_is_refused(two_runs, monkeypatch):
     cfg = compose_train([f"cache_dir={root / 'cache'}", *SMALL, "logger=none", "method.key_env=TEST_KEYED_OTHER"])
     with pytest.raises(ValueError, match="started with another key"):
         run(cfg, str(root / "run1"))
+
+
+def test_the_keyed_stage_computes_on_the_run_device(two_runs):
+    """Both runs (device: auto -> the CPU trainer's) put the three networks on the run's device
+    for the keyed stage (originals' embeddings, population center, candidate draws)."""
+    placed = two_runs[4]
+    assert placed == [("cpu", ["DCGANGenerator", "DlibRecognizer", "AgeGender"])] * 2
