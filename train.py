@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 import pytorch_lightning as pl
@@ -26,15 +27,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
-from evaluation.objective import Objective, from_config, trial_objective
 from falco import progress, stopping
 from falco.config import MethodConfig, register
 from falco.detect import FaceDetector
 from falco.device import resolve_device
+from falco.estimate import print_estimate
 from falco.job import parse_shard, run_job
 from falco.pipeline import Networks, StageKnobs
 from falco.precision import PrecisionChoice, resolve_precision
 from falco.rundir import RunDir
+
+if TYPE_CHECKING:  # the evaluation suite is imported only by a search trial that scores itself
+    from evaluation.objective import Objective
 
 register()
 EXIT_SKIPPED = 3  # the run finished, but some images were skipped (their records say why)
@@ -96,6 +100,8 @@ def run(cfg: DictConfig, out_dir: str):
     knobs = StageKnobs(**cfg.stages)
     trainer = build_trainer(cfg, out_dir)  # before config.yaml is written: it resolves trainer.precision
     device = resolve_device(cfg.device, trainer)
+    if cfg.estimate:  # each stage's estimated time on this hardware, before the run (falco/estimate.py)
+        print_estimate(nets, source, method_config(cfg), knobs, trainer, device, cfg.summary, cfg.stages_only)
     result = run_job(nets, source, method_config(cfg), out_dir, trainer=trainer,
                      precision=OmegaConf.to_container(cfg.precision_choice),  # type: ignore[arg-type]
                      cache_dir=cfg.cache_dir, knobs=knobs, batch_size=cfg.batch_size,
@@ -111,7 +117,7 @@ def heldout_judges(cfg: DictConfig, nets: Networks, device: str = "cpu"):
     h = cfg.heldout
     if not (h.enabled and cfg.summary) or cfg.stages_only:
         return None
-    from evaluation.heldout import load_heldout
+    from falco.heldout import load_heldout
 
     return load_heldout(tuple(h.recognizers), detector=h.detector, attributes=tuple(h.attributes),
                         loss_networks=(nets.identity.name, nets.attributes.name), device=device)
@@ -137,6 +143,8 @@ def search_objective(cfg: DictConfig) -> Objective | None:
         return None
     if cfg.shard is not None or cfg.stages_only:
         raise ValueError("objective: is scored on a whole run; it does not combine with shard= or stages_only=true")
+    from evaluation.objective import from_config
+
     return from_config(cfg.objective)
 
 
@@ -160,6 +168,8 @@ def main(cfg: DictConfig) -> float | None:
     # The return value is what sweepers (Optuna) optimize: with an `objective:` block, the
     # evaluation suite's score of this run (rank 0 only); else the white-box re-ID share.
     if objective is not None:
+        from evaluation.objective import trial_objective
+
         return trial_objective(out, objective)["value"] if rank_zero_only.rank == 0 else None
     return result.summary.get("identity", {}).get("verified_as_original")
 

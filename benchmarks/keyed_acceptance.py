@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation.keyed_metrics import (  # noqa: E402
     anonymity,
-    attribute_agreement,
     build_networks,
     consistency,
     embed,
@@ -35,6 +34,7 @@ from evaluation.keyed_metrics import (  # noqa: E402
     keyed_report,
     load_run,
 )
+from falco.agreement import gender_age_agreement  # noqa: E402
 
 TARGETS = {  # name: (path into the report, comparison, bound)
     "anonymity re-ID (verified as original)": (("anonymity", "verified_as_original"), "<=", 0.10),
@@ -76,7 +76,8 @@ def baseline(run_dir: Path) -> dict:
     e_orig, e_anon = embed(identity, run.originals, run.landmarks), embed(identity, run.anonymized, run.landmarks)
     with torch.no_grad():
         thetas = attributes.crop_thetas(run.landmarks, tuple(run.originals.shape[-2:]))
-        att = attribute_agreement(attributes.predict(run.originals, thetas), attributes.predict(run.anonymized, thetas))
+        att = gender_age_agreement(attributes.predict(run.originals, thetas),
+                                   attributes.predict(run.anonymized, thetas))
     return {"anonymity": anonymity(e_anon, e_orig, run.persons, dist, below),
             "consistency": consistency(e_anon, run.persons, dist, below), "attributes": att}
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/measurement.py
 
-Prints what falco/perf/machine.py, falco/perf/timing.py and falco/perf/memory.py measure on
+Prints what benchmarks/harness/machine.py, timing.py and memory.py measure on
 work whose size is known (a busy loop of one core, sleeps of known length, a temporary tensor
 of known size), beside the values expected on an idle machine. It checks nothing: on a shared
 machine the CPU shares and step times move with the load, which the others' share shows.
@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from falco.perf.machine import Share  # noqa: E402
-from falco.perf.memory import measure_peak  # noqa: E402
-from falco.perf.timing import StepClock  # noqa: E402
+from benchmarks.harness.machine import Share  # noqa: E402
+from benchmarks.harness.memory import measure_peak  # noqa: E402
+from benchmarks.harness.timing import StepClock  # noqa: E402
 
 
 def cpu_share(seconds: float = 0.5) -> dict[str, float]:

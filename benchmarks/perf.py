@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/perf.py --config official --iters 3 --batch-sizes 1 2 4 --json perf.json
     .venv/bin/python benchmarks/perf.py --config embedded --compile
 
-(a) falco/perf/official_loop.py: batch 1, float32, fresh Adam per image, the targets recomputed
+(a) benchmarks/harness/official_loop.py: batch 1, float32, fresh Adam per image, the targets recomputed
     from the original at every step, generator and attribute network not frozen (their weight
     gradients are computed), like the official anonymize.py.
 (b) falco/optimize.py::optimize_latents as a run calls it: frozen networks, targets once per
@@ -43,14 +43,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness.checks import outcome_tolerance  # noqa: E402
+from benchmarks.harness.lightning_overhead import PRECISIONS, lightning_overhead  # noqa: E402
+from benchmarks.harness.machine import Share, wait_for_idle  # noqa: E402
+from benchmarks.harness.peak import matmul_peak  # noqa: E402
+from benchmarks.harness.problem import Problem  # noqa: E402
+from benchmarks.harness.timing import measure_official, measure_ours  # noqa: E402
 from benchmarks.perf_problem import build_problem  # noqa: E402
 from benchmarks.perf_report import print_report  # noqa: E402
-from falco.perf.checks import outcome_tolerance  # noqa: E402
-from falco.perf.lightning_overhead import PRECISIONS, lightning_overhead  # noqa: E402
-from falco.perf.machine import Share, wait_for_idle  # noqa: E402
-from falco.perf.peak import matmul_peak  # noqa: E402
-from falco.perf.problem import Problem  # noqa: E402
-from falco.perf.timing import measure_official, measure_ours  # noqa: E402
 from falco.precision import resolve_precision  # noqa: E402
 
 

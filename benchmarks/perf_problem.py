@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from benchmarks.harness.problem import Knobs, Problem
 from falco.config import MethodConfig, register
 from falco.detect import FaceDetector
-from falco.perf.problem import Knobs, Problem
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = ["generator=stylegan2_ffhq1024", "identity=arcface_irse50", "attributes=farl", "inversion=none"]

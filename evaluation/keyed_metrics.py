@@ -34,9 +34,9 @@ from pathlib import Path
 import torch
 from scipy.stats import binom
 
-from evaluation.metrics.reid import identification, matrix_from_pair_distance
-from falco.rundir import RunDir
-from falco.summary import attribute_agreement
+from falco.agreement import gender_age_agreement
+from falco.reid import identification, matrix_from_pair_distance
+from falco.rundir import RunReader
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (N,D),(N,D) -> (N,)
 
@@ -135,18 +135,13 @@ class RunData:
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    from omegaconf import OmegaConf
-
-    from falco.data.imageio import read_rgb, to_tensor
+    """The run's images (falco/rundir.py RunReader) with each image's person and token."""
     from falco.keyed import Enrolment
-    from falco.stages.prepare import Prepared
 
-    root = Path(run_dir)
-    cfg = OmegaConf.load(root / "config.yaml")
-    records = [json.loads(line) for line in (root / "private" / "records.jsonl").read_text().splitlines()]
-    ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: r["id"])
-    if not ok:
-        raise ValueError(f"{root}: no anonymized image")
+    reader = RunReader(run_dir)
+    root, cfg = reader.root, reader.config()
+    run = reader.read_images()
+    ok = run.records
     keyed = root / "private" / "keyed"
     if (keyed / "assignment.json").is_file():
         assignment = json.loads((keyed / "assignment.json").read_text())
@@ -154,13 +149,9 @@ def load_run(run_dir: str | Path) -> RunData:
     else:  # a plain FALCO run (a reference): persons are the dataset's identities
         assignment = {r["id"]: r["id"] for r in ok}
         label_of = {r["id"]: f"identity:{r['identity']}" if r.get("identity") else f"image:{r['id']}" for r in ok}
-    prepared = Prepared(Path(cfg.cache_dir) / "prepare" / ok[0]["stage_keys"]["prepare"])
-    by_id = {e["id"]: e for e in prepared.ok}
-    orig, lms = zip(*(prepared.get(by_id[r["id"]]) for r in ok), strict=True)
-    anon = [to_tensor(read_rgb(RunDir(root).image_path(r["pseudonym"])))[0] for r in ok]
     tokens = [assignment[r["id"]] for r in ok]
-    return RunData(root, cfg, [r["id"] for r in ok], [label_of[t] for t in tokens], tokens,
-                   torch.stack(orig), torch.stack(lms).float(), torch.stack(anon))
+    return RunData(root, cfg, run.ids, [label_of[t] for t in tokens], tokens,
+                   run.originals, run.landmarks, run.anonymized)
 
 
 def build_networks(cfg) -> tuple:
@@ -231,7 +222,7 @@ def keyed_report(run_dir: str | Path, other_run_dir: str | Path | None = None, k
     with torch.no_grad():
         size = tuple(run.originals.shape[-2:])
         thetas = attributes.crop_thetas(run.landmarks, size)
-        report["attributes"] = {"network": attributes.name, "white_box": True, **attribute_agreement(
+        report["attributes"] = {"network": attributes.name, "white_box": True, **gender_age_agreement(
             attributes.predict(run.originals, thetas), attributes.predict(run.anonymized, thetas))}
     (run.root / "keyed_summary.json").write_text(json.dumps(report, indent=1))
     return report

@@ -1,9 +1,12 @@
 """Evaluate one run directory (or a baseline on its originals) with several judges.
 
 Originals are the aligned crops the run optimized against (read from the run's `prepare`
-stage in the cache), anonymized images are the run's release PNGs. Every re-ID figure is
-labelled white-box when the judge is the network the run's loss used, held-out otherwise,
-and always comes with the false-match rate of unrelated originals under the same judge.
+stage in the cache), anonymized images are the run's release PNGs, both read through the run
+directory's reader (falco/rundir.py RunReader, as the run's summary reads them). Detection uses
+the run's MTCNN wrapper (falco/detect.py), so its rate equals summary.json's at the same threshold.
+Every re-ID figure is labelled white-box when the judge is the network the run's loss used,
+held-out otherwise, and always comes with the false-match rate of unrelated originals under the
+same judge.
 """
 
 from __future__ import annotations
@@ -15,22 +18,22 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from falco.agreement import age_difference, gender_agreement
 from falco.backbones.base import IdentityEncoder
-from falco.data.imageio import atomic_write_text, read_rgb, to_tensor
-from falco.rundir import RunDir
-from falco.stages.prepare import Prepared
+from falco.data.imageio import atomic_write_text
+from falco.detect import FaceDetector, detected_landmarks, detection_rate
+from falco.heldout import heldout_report, load_heldout
+from falco.reid import identification, matrix_from_pair_distance, verification
+from falco.rundir import RunReader
 
 from .attribute_classifier import load_classifier
 from .baselines import BASELINES
-from .heldout import heldout_report, load_heldout
+from .flatten import flatten
 from .metrics.attributes import attribute_accuracy, attribute_agreement
 from .metrics.consistency import identity_consistency
-from .metrics.detection import best_landmarks, detect, detection_rate, mtcnn_detector
 from .metrics.geometry import landmark_nme
-from .metrics.reid import identification, matrix_from_pair_distance, verification
-from .summary import flatten
 
 
 @dataclass
@@ -47,26 +50,14 @@ class EvalData:
 
 
 def load_run(run_dir: Path, cache_dir: str | None = None, baseline: str | None = None) -> EvalData:
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    records = [json.loads(x) for x in (run_dir / "private" / "records.jsonl").read_text().splitlines()]
-    ok = [r for r in records if r["status"] == "ok"]
-    if not ok:
-        raise RuntimeError(f"{run_dir}: no anonymized image to evaluate ({len(records)} records, none ok)")
-    cache = Path(cache_dir or cfg.cache_dir)
-    prep_dir = cache / "prepare" / ok[0]["stage_keys"]["prepare"]
-    if not (prep_dir / "items.json").is_file():
-        raise FileNotFoundError(f"the run's prepare stage is not in the cache at {prep_dir}; pass "
-                                "cache_dir=<the run's cache_dir> (originals are read from there)")
-    prepared = Prepared(prep_dir)
-    by_id = {e["id"]: e for e in prepared.ok}
-    orig, lms = zip(*(prepared.get(by_id[r["id"]]) for r in ok), strict=True)
-    x, lm = torch.stack(orig), torch.stack(lms)
-    if baseline is None:
-        y = torch.cat([to_tensor(read_rgb(RunDir(run_dir).image_path(r["pseudonym"]))) for r in ok])
-    else:
-        y = apply_baseline(baseline, x, lm)
+    """The run's released faces (or a baseline applied to its originals) beside the originals."""
+    reader = RunReader(run_dir)
+    cfg = reader.config()
+    run = reader.read_images(cache_dir)
+    ok, x, lm = run.records, run.originals, run.landmarks
+    y = run.anonymized if baseline is None else apply_baseline(baseline, x, lm)
     ident = [r.get("identity") for r in ok]
-    return EvalData(x, y, lm, [r["id"] for r in ok], [i or r["id"] for i, r in zip(ident, ok, strict=True)],
+    return EvalData(x, y, lm, run.ids, [i or r["id"] for i, r in zip(ident, ok, strict=True)],
                     all(i is not None for i in ident), cfg, None if baseline else ok[0]["identity_distance"]["judge"],
                     [r.get("labels") or {} for r in ok])
 
@@ -116,7 +107,7 @@ def _embed(judge: IdentityEncoder, images: torch.Tensor, theta: torch.Tensor | N
 
 
 def heldout_metrics(cfg: DictConfig, data: EvalData) -> dict | None:
-    """The held-out protocol (evaluation/heldout.py), first in every evaluation; None when off."""
+    """The held-out protocol (falco/heldout.py), first in every evaluation; None when off."""
     h = cfg.heldout
     if not h.enabled:
         return None
@@ -128,16 +119,14 @@ def heldout_metrics(cfg: DictConfig, data: EvalData) -> dict | None:
 
 
 def geometry_and_detection(data: EvalData, threshold: float) -> dict:
-    detector = mtcnn_detector()
-    dets = detect(data.anonymized, detector)
-    rate = detection_rate(None, detections=dets, threshold=threshold)
-    nme = landmark_nme(data.landmarks, best_landmarks(dets, threshold))
-    return {"detection": rate, "landmarks": nme}
+    """MTCNN (falco/detect.py, the run's detector) on the anonymized faces: the share with a face
+    of probability >= threshold, and the landmark error of the faces found vs the originals'."""
+    dets = FaceDetector(min_prob=threshold).detect_tensor(data.anonymized)
+    return {"detection": detection_rate(dets, threshold),
+            "landmarks": landmark_nme(data.landmarks, detected_landmarks(dets))}
 
 
 def attribute_metrics(attributes, data: EvalData, white_box: bool) -> dict:
-    from .metrics.attributes import age_difference, gender_agreement
-
     res = data.originals.shape[-1]
     thetas = attributes.crop_thetas(data.landmarks, (res, res))
     with torch.no_grad():

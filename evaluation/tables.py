@@ -15,7 +15,7 @@ Input: one summary per evaluated run (what evaluate.py writes), a plain dict:
 Metric names are "<kind>" or "<kind>@<judge>" (unique per run); the entry's "judge" and
 "white_box" fields are what the tables read. Rates are fractions in [0, 1] (shown as %).
 Kinds the layouts know:
-    reid_top1, reid_top5            closed-set identification (metrics/reid.py)
+    reid_top1, reid_top5            closed-set identification (falco/reid.py)
     reid_tar_far1e-3, reid_tar_far1e-2, reid_native   verification TAR; at the judge's rule
     detection                       detection rate, judge = detector
     fid, kid                        image quality (metrics/quality.py)

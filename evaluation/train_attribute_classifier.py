@@ -10,31 +10,40 @@ and balanced accuracy per attribute, torchmetrics), and is saved to `out`; `<out
 the per-epoch history and the final per-attribute figures. Progress goes to the console and
 to the configured logger (CSV by default, under `log_dir`). evaluate.py then applies it to the
 originals and the anonymized images of a run (held-out judge: no loss ever used it).
+
+Lightning does the training (`Trainer.fit` of evaluation.attribute_classifier.ClassifierTraining
+with ClassifierData): the device and precision come from `trainer` (conf/trainer/*.yaml, e.g.
+trainer=gpu), a ModelCheckpoint writes `checkpoint.dirpath`/last.ckpt after every epoch, and the
+same command run again resumes from it (the epochs continue; a finished run only re-measures and
+re-saves). resume=false starts over.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from evaluation.attribute_classifier import (
     AttributeClassifier,
     ClassifierConfig,
-    evaluate_classifier,
+    ClassifierData,
+    ClassifierTraining,
     save_classifier,
-    train_classifier,
 )
 from falco.data.imageio import atomic_write_text, to_tensor
 from falco.data.items import SkipImage
+from falco.precision import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -92,50 +101,63 @@ def labelled_split(cfg: DictConfig, split: str | None, names: tuple[str, ...]) -
     return photos
 
 
-def _loader(cfg: DictConfig, photos: LabelledPhotos, shuffle: bool) -> DataLoader:
-    return DataLoader(photos, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.num_workers,
-                      collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
+def report_progress(record: dict) -> None:
+    """The console line of a ClassifierTraining progress record (the logger gets its own entries)."""
+    log.info("%s", " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
 
 
-def _progress(logger: Any):
-    """Console line and logger entry for each progress record of `train_classifier`."""
-    def report(record: dict) -> None:
-        text = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items())
-        log.info("%s", text)
-        if logger is not None:
-            metrics = {f"classifier/{k}": float(v) for k, v in record.items() if k not in ("epoch", "batch")}
-            logger.log_metrics({**metrics, "epoch": record["epoch"]})
-    return report
+def build_trainer(cfg: DictConfig) -> pl.Trainer:
+    """cfg.trainer (its `auto` precision resolved by the hardware: falco/precision.py) with the
+    configured logger under `log_dir` and the ModelCheckpoint of cfg.checkpoint."""
+    choice = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    log.info("precision: %s", choice.reason)
+    loggers = [instantiate(cfg.logger, save_dir=cfg.log_dir)] if cfg.logger.get("_target_") else []
+    bar = bool(cfg.trainer.get("enable_progress_bar", True)) and sys.stdout.isatty()  # terminals only
+    return instantiate(cfg.trainer, max_epochs=cfg.epochs, precision=choice.precision, logger=loggers or False,
+                       callbacks=[instantiate(cfg.checkpoint)], enable_progress_bar=bar,
+                       default_root_dir=cfg.log_dir, log_every_n_steps=max(cfg.log_every, 1))
+
+
+def last_checkpoint(cfg: DictConfig) -> str | None:
+    """"last" (Lightning's pick of the newest last*.ckpt in the checkpoint folder) when resuming
+    and there is one, else None (a fresh start)."""
+    folder = Path(cfg.checkpoint.dirpath)
+    return "last" if cfg.resume and any(folder.glob("last*.ckpt")) else None
 
 
 def train_from_config(cfg: DictConfig) -> dict:
     """The whole command for a composed conf/train_classifier.yaml; returns what <out>.json holds."""
+    pl.seed_everything(cfg.seed, verbose=False)  # the initialization (the training order has its own seed)
     model = AttributeClassifier(ClassifierConfig(arch=cfg.arch, input_size=cfg.input_size, width=cfg.width))
     names = model.config.names
     train = labelled_split(cfg, cfg.split, names)
     val = labelled_split(cfg, cfg.val_split, names) if cfg.val_split else None
     log.info("training %s on %d images of %s (%s)", cfg.arch, len(train), train.source.name,
              f"{len(val)} {cfg.val_split} images" if val else "no validation split")
-    logger = instantiate(cfg.logger, save_dir=cfg.log_dir) if cfg.logger.get("_target_") else None
-    history = train_classifier(model, _loader(cfg, train, True), epochs=cfg.epochs, lr=cfg.lr,
-                               weight_decay=cfg.weight_decay, batch_size=cfg.batch_size,
-                               val=_loader(cfg, val, False) if val else None, device=cfg.device,
-                               seed=cfg.seed, log_every=cfg.log_every, progress=_progress(logger))
-    measured_on = val or train
-    final = evaluate_classifier(model, _loader(cfg, measured_on, False), batch_size=cfg.batch_size)
-    path = save_classifier(model.cpu(), cfg.out)
+    data = ClassifierData(train, val, batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed,
+                          collate_fn=collate)
+    training = ClassifierTraining(model, lr=cfg.lr, weight_decay=cfg.weight_decay, log_every=cfg.log_every,
+                                  progress=report_progress)
+    trainer = build_trainer(cfg)
+    ckpt_path = last_checkpoint(cfg)
+    if ckpt_path is not None:
+        log.info("resuming from the last checkpoint in %s", cfg.checkpoint.dirpath)
+    trainer.fit(training, datamodule=data, ckpt_path=ckpt_path)
+    trainer.validate(training, dataloaders=data.measure_dataloader(), verbose=False)  # the final figures
+    final = training.final
+    if final is None:  # validate measured nothing in this process
+        raise RuntimeError("no figures from Trainer.validate: no readable photo to measure on, or a spawning "
+                           "strategy (ddp_spawn keeps them in its processes: use strategy=ddp)")
     counted = cfg.num_workers == 0  # DataLoader workers skip in their own copies of the dataset
-    report = {"weights": str(path), "data": train.source.name, "train_images": len(train),
+    report = {"weights": str(Path(cfg.out)), "data": train.source.name, "train_images": len(train),
               "skipped": sorted(train.skipped | (val.skipped if val else set())) if counted else None,
               "measured_on": cfg.val_split or f"{cfg.split or 'all'} (no val_split: an optimistic figure)",
-              "history": history, "final": final}
-    atomic_write_text(Path(f"{path}.json"), json.dumps(report, indent=1))
-    if logger is not None:
-        logger.log_metrics({"classifier/final_accuracy_mean": final["accuracy_mean"],
-                            "classifier/final_balanced_accuracy_mean": final["balanced_accuracy_mean"]})
-        logger.save()
-    log.info("saved %s: accuracy %.4f, balanced accuracy %.4f on %s", path, final["accuracy_mean"],
-             final["balanced_accuracy_mean"], report["measured_on"])
+              "history": training.history, "final": final}
+    if trainer.is_global_zero:
+        path = save_classifier(model.cpu(), cfg.out)
+        atomic_write_text(Path(f"{path}.json"), json.dumps(report, indent=1))
+        log.info("saved %s: accuracy %.4f, balanced accuracy %.4f on %s", path, final["accuracy_mean"],
+                 final["balanced_accuracy_mean"], report["measured_on"])
     return report
 
 

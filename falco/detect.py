@@ -3,10 +3,17 @@
 Landmarks: left eye, right eye, nose, left mouth corner, right mouth corner, in pixels.
 Small images are upscaled before detection (MTCNN's smallest face is ~20 px and 64 px DCGAN
 faces are found reliably at 160 px); coordinates are mapped back to the input image.
+
+The one MTCNN wrapper of the project: the stages align with it, and the run's summary and the
+evaluation (evaluate.py) count detected outputs with it and `detection_rate`, so the two report
+the same rate for the same images and probability threshold. A detector here is anything with
+`detect_tensor(images) -> [Detection | None]` (also YuNet, falco/backbones/yunet.py).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,3 +92,19 @@ class FaceDetector:
         for s in range(0, len(arr), chunk):
             out += self.detect_batch(list(arr[s:s + chunk]))
         return out
+
+
+def detection_rate(detections: Sequence[Detection | None], min_prob: float | None = None) -> dict:
+    """Share of images in which a face was found ({"rate", "n_images", "n_detected", "min_prob"});
+    rate NaN without images. `min_prob`: the detector's threshold, recorded with the figure."""
+    n, hits = len(detections), sum(d is not None for d in detections)
+    return {"rate": hits / n if n else math.nan, "n_images": n, "n_detected": hits, "min_prob": min_prob}
+
+
+def detected_landmarks(detections: Sequence[Detection | None]) -> torch.Tensor:
+    """(N,5,2) float32 landmarks of each detected face, NaN where none was found."""
+    out = torch.full((len(detections), 5, 2), math.nan)
+    for i, d in enumerate(detections):
+        if d is not None:
+            out[i] = torch.as_tensor(d.landmarks, dtype=torch.float32)
+    return out

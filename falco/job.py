@@ -155,6 +155,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
 
 
 def _log_summary(trainer: pl.Trainer, summary: dict[str, Any]) -> None:
+    """The summary's numbers to the Trainer's loggers, one entry after the per-batch ones
+    (AnonymizerModule.on_predict_batch_end): at step = the predict batches Lightning completed."""
     flat: dict[str, float] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -165,6 +167,7 @@ def _log_summary(trainer: pl.Trainer, summary: dict[str, Any]) -> None:
             flat[f"summary/{prefix}"] = float(node)
 
     walk("", {k: v for k, v in summary.items() if k not in ("stage_keys", "stages_reused")})
+    step = trainer.predict_loop.batch_progress.total.completed
     for logger in trainer.loggers:
-        logger.log_metrics(flat)
+        logger.log_metrics(flat, step=step)
         logger.save()

@@ -3,22 +3,29 @@
 `trainer.predict` with `Trainer(inference_mode=False)`: no network weight is trained, so there
 is nothing for DDP to synchronize; predict shards images across processes without padding
 duplicates; each batch gets fresh latents, a fresh Adam and schedule (the paper's per-image
-semantics), and memory is O(batch) whatever the dataset size. Precision comes from the
-Trainer: `bf16-mixed` autocasts the forward passes inside `predict_step`.
+semantics), and memory is O(batch) whatever the dataset size.
+
+Precision is the Trainer's alone: its precision plugin runs `predict_step` inside its forward
+context (Lightning's predict loop does this), so `bf16-mixed` / `16-mixed` autocast the forward
+passes and `32-true` runs plain float32; under `16-mixed` the losses are scaled by the plugin's
+GradScaler (`MixedPrecision.scaler`), set back to its state at the start of predict before each
+optimization (each is a fresh problem, like its Adam). Per-batch losses go to the Trainer's
+loggers at Lightning's count of completed predict batches (`self.log` is not available in predict).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import Dataset
 
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
+from .batch_size import images_that_fit, precision_of
 from .config import MethodConfig
 from .optimize import compute_targets, optimize_latents
-from .perf.batch_size import images_that_fit, precision_of
 from .pipeline import Prepped
 from .quirks import official_range
 from .seeds import stream_seed
@@ -67,14 +74,35 @@ class AnonymizerModule(pl.LightningModule):
         # one image at a time with the unfolded synthesis: each image's result is bit for bit
         # what it would be alone, whatever its batch, shard or rank (in fp32: the official loop's)
         self.batch_invariant = batch_invariant
-        self.batches_done = 0
+        self._scaler_start: dict | None = None  # the Trainer's GradScaler state when predict started
 
-    def _scaler(self) -> torch.amp.GradScaler | None:
-        precision = str(self.trainer.precision) if self._trainer is not None else "32-true"
-        return torch.amp.GradScaler("cuda") if precision.startswith("16") else None
+    def _trainer_scaler(self) -> torch.amp.GradScaler | None:
+        """The GradScaler of the Trainer's precision plugin (16-mixed), else None (no Trainer,
+        32-true, bf16-mixed: no scaling)."""
+        if self._trainer is None:
+            return None
+        return getattr(self.trainer.precision_plugin, "scaler", None)
+
+    def on_predict_start(self) -> None:
+        scaler = self._trainer_scaler()
+        self._scaler_start = None if scaler is None else scaler.state_dict()
+
+    def on_predict_end(self) -> None:  # the Trainer's scaler is left as predict found it
+        self._fresh_scaler()
+        self._scaler_start = None
+
+    def _fresh_scaler(self) -> torch.amp.GradScaler | None:
+        """The Trainer's GradScaler in its state at the start of predict: each optimization starts
+        from the same scale, so an image's result never depends on the batches before it."""
+        scaler = self._trainer_scaler()
+        if scaler is not None:
+            if self._scaler_start is None:  # predict_step called outside trainer.predict
+                self._scaler_start = scaler.state_dict()
+            scaler.load_state_dict(self._scaler_start)
+        return scaler
 
     def images_in_flight(self) -> int:
-        """Images optimized at once: `max_in_flight`, else the memory rule (falco/perf/batch_size.py)
+        """Images optimized at once: `max_in_flight`, else the memory rule (falco/batch_size.py)
         evaluated at the first batch, under the precision predict_step runs in."""
         if self.max_in_flight is None:
             self.max_in_flight = images_that_fit(self.generator, precision_of(self.device), self.device)
@@ -87,7 +115,6 @@ class AnonymizerModule(pl.LightningModule):
         chunk = 1 if self.batch_invariant else min(size, self.images_in_flight())
         parts = [self._anonymize({k: v[s:s + chunk] for k, v in batch.items()}) for s in range(0, size, chunk)]
         out = {k: torch.cat([p[k] for p in parts], dim=1 if k == "history" else 0) for k in parts[0]}
-        self._log_batch(out["history"], out["distance_final"])
         return {"index": batch["index"], **out, "seconds_per_image": (time.perf_counter() - t0) / size}
 
     def _anonymize(self, batch: dict) -> dict:
@@ -109,7 +136,7 @@ class AnonymizerModule(pl.LightningModule):
                 milestones=tuple(m.milestones), gamma=m.gamma,
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
                 attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
-                scaler=self._scaler(), exact=self.batch_invariant,
+                scaler=self._fresh_scaler(), exact=self.batch_invariant,
                 on_step=lambda _: stop_point())  # SIGTERM/SIGINT: abandon the batch between steps
         latents = result.latents.detach().float()  # what is saved, and what the release image renders
         images, final = self._render(latents, batch["image"], lm)
@@ -129,11 +156,14 @@ class AnonymizerModule(pl.LightningModule):
             final = self.identity.distance(self.identity.embed(images, theta).float(), target)
         return images, final
 
-    def _log_batch(self, history: torch.Tensor, final: torch.Tensor) -> None:
-        self.batches_done += 1
-        if self.logger is None:
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """The batch's mean final losses and identity distance to the Trainer's loggers, at step =
+        the predict batches Lightning completed before this one (0, 1, 2, ...)."""
+        if not self.loggers:
             return
-        last = history[-1].mean(0)
-        self.logger.log_metrics({"anon/loss": float(last[0]), "anon/id_loss": float(last[1]),
-                                 "anon/attr_loss": float(last[2]), "anon/id_distance": float(final.mean())},
-                                step=self.batches_done)
+        last = outputs["history"][-1].mean(0)
+        metrics = {"anon/loss": float(last[0]), "anon/id_loss": float(last[1]), "anon/attr_loss": float(last[2]),
+                   "anon/id_distance": float(outputs["distance_final"].mean())}
+        step = self.trainer.predict_loop.batch_progress.total.completed
+        for logger in self.loggers:
+            logger.log_metrics(metrics, step=step)

@@ -76,7 +76,9 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     virtual_weight: keyed mode: weight of the pull toward `targets.virtual` (the distance
     to the person's virtual identity), so all images of a person share one virtual identity.
     scaler: a GradScaler for fp16 autocast (a skipped step on overflow skips the whole
-    batch, so with fp16 images are no longer independent of their batch mates).
+    batch, so with fp16 images are no longer independent of their batch mates). Autocast and
+    scaler are the caller's: under Lightning, the Trainer's precision plugin provides both
+    (falco/module.py); without a Trainer, wrap the call in torch.autocast and pass a scaler.
     exact: the generator's per-step synthesis is bit for bit its `synthesize` (no folded
     arithmetic): with a batch of one, the latents equal the official per-image loop's in float32.
     on_step: called with the step index after each step (progress, timing); the loop itself

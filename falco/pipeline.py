@@ -17,6 +17,7 @@ from .backbones.base import AttributeEncoder, Generator, IdentityEncoder, Invers
 from .detect import FaceDetector
 from .device import on_device
 from .progress import Progress
+from .schema import StagesConfig
 from .stages.cache import StageCache, module_fingerprint
 from .stages.fakepool import load_pool, run_fakepool
 from .stages.frame import generator_frame
@@ -48,16 +49,10 @@ class Networks:
 
 
 @dataclass
-class StageKnobs:
-    pool_size: int = 1024  # fakes sampled for pairing (paper: 60,000)
-    pool_seed: int = 0  # seed of the fake pool's stream
-    pairing_unique: bool = False  # never give two originals the same fake
-    pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
-    pairing_views: int = 0  # pairing features averaged over this many fixed random views (0 = one plain view)
-    frame_samples: int = 64  # generator samples used to measure its face frame
-    batch: int = 32  # images per batch in the batched stages
+class StageKnobs(StagesConfig):
+    """The `stages:` knobs (falco/schema.py StagesConfig: their defaults and meaning) and those a run sets itself."""
+
     keep_unaligned: bool = False  # also store each photo unaligned (set by method.faithful_quirks)
-    alignment_failure: str = "skip"  # implausible landmarks: skip the image | box (align from the detector box)
 
 
 @dataclass

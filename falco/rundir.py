@@ -12,6 +12,11 @@ private/order.key                the secret that orders the work (falco/release.
 summary.json, config.yaml, versions.json
 
 Pseudonyms are random (secrets), never a hash or a counter that follows the input order.
+
+`RunReader` is the one reader of a run directory (the run's config, records, release images,
+latents, and the aligned originals from the run's stage cache): the run's summary
+(falco/summary.py), the evaluation (evaluation/run_eval.py) and the keyed metrics
+(evaluation/keyed_metrics.py) all read through it. `RunDir` is the reader plus the writes.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ import io
 import json
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from .data.imageio import atomic_torch_save, atomic_write_text
+from .data.imageio import atomic_torch_save, atomic_write_text, read_rgb, to_tensor
 from .release import normalize_times, order_key, rebuild_images, settle_images, write_tar
+from .stages.prepare import Prepared
 
 IMAGE_EXTS = ("png", "jpg")  # release image formats: lossless PNG, JPEG (official output quirk)
 
@@ -41,15 +49,38 @@ def new_pseudonym() -> str:
     return secrets.token_hex(8)
 
 
-class RunDir:
+@dataclass
+class RunImages:
+    """A run's released faces beside the aligned originals they were optimized against: the ok
+    records, sorted by id, row i of every tensor belonging to records[i]."""
+
+    records: list[dict]
+    originals: torch.Tensor  # (N,3,S,S) aligned originals in [-1,1]
+    landmarks: torch.Tensor  # (N,5,2) float32, the originals' landmarks in the aligned frame
+    anonymized: torch.Tensor  # (N,3,S,S) release images in [-1,1]
+
+    @property
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.records]
+
+
+class RunReader:
+    """Read access to a run directory; it writes nothing (not even a missing folder)."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.release = self.root / "release"
         self.private = self.root / "private"
         self.images = self.release / "images"
-        settle_images(self.images, self.private)  # before mkdir: a kill may have left images/ mid-swap
-        for d in (self.images, self.private / "records", self.private / "latents"):
-            d.mkdir(parents=True, exist_ok=True)
+
+    def config(self) -> DictConfig:
+        """The run's resolved config (config.yaml, as the run wrote it)."""
+        path = self.root / "config.yaml"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.root}: no config.yaml (not a run directory?)")
+        cfg = OmegaConf.load(path)
+        assert isinstance(cfg, DictConfig)
+        return cfg
 
     def record_path(self, item_id: str) -> Path:
         sub, h = _slot(item_id)
@@ -65,6 +96,64 @@ class RunDir:
         if ext is None:
             ext = next((e for e in IMAGE_EXTS if (self.images / f"{pseudonym}.{e}").exists()), "png")
         return self.images / f"{pseudonym}.{ext}"
+
+    def records(self) -> list[dict]:
+        """Every record written so far (one per finished original, ok or skipped), sorted by id."""
+        out = []
+        for p in sorted((self.private / "records").glob("*/*.json")):
+            out.append(json.loads(p.read_text()))
+        return sorted(out, key=lambda r: r["id"])
+
+    def ok_records(self) -> list[dict]:
+        """The records of the anonymized (released) originals, sorted by id."""
+        return [r for r in self.records() if r["status"] == "ok"]
+
+    def done_ids(self) -> set[str]:
+        return {r["id"] for r in self.records()}
+
+    def latent(self, item_id: str) -> torch.Tensor:
+        """The optimized latent of an original (CPU)."""
+        return torch.load(self.latent_path(item_id), map_location="cpu", weights_only=True)
+
+    def anonymized(self, records: list[dict]) -> torch.Tensor:
+        """(N,3,S,S) the release images of these records, in [-1,1], in their order."""
+        return torch.stack([to_tensor(read_rgb(self.image_path(r["pseudonym"])))[0] for r in records])
+
+    def prepared(self, records: list[dict], cache_dir: str | Path | None = None) -> Prepared:
+        """The run's prepare stage in the cache (the aligned originals): under `cache_dir`,
+        default the run's own cache_dir (config.yaml)."""
+        if not records:
+            raise ValueError(f"{self.root}: no record names the run's prepare stage")
+        cache = Path(cache_dir if cache_dir is not None else self.config().cache_dir)
+        root = cache / "prepare" / records[0]["stage_keys"]["prepare"]
+        if not (root / "items.json").is_file():
+            raise FileNotFoundError(f"the run's prepare stage is not in the cache at {root}; pass "
+                                    "cache_dir=<the run's cache_dir> (originals are read from there)")
+        return Prepared(root)
+
+    def originals(self, records: list[dict], prepared: Prepared) -> tuple[torch.Tensor, torch.Tensor]:
+        """((N,3,S,S) aligned originals in [-1,1], (N,5,2) float32 landmarks) of these records."""
+        by_id = {e["id"]: e for e in prepared.ok}
+        images, landmarks = zip(*(prepared.get(by_id[r["id"]]) for r in records), strict=True)
+        return torch.stack(images), torch.stack(landmarks).float()
+
+    def read_images(self, cache_dir: str | Path | None = None) -> RunImages:
+        """Every released face of the run beside its original (see RunImages)."""
+        ok = self.ok_records()
+        if not ok:
+            raise RuntimeError(f"{self.root}: no anonymized image ({len(self.records())} records, none ok)")
+        x, lm = self.originals(ok, self.prepared(ok, cache_dir))
+        return RunImages(ok, x, lm, self.anonymized(ok))
+
+
+class RunDir(RunReader):
+    """The run directory a job writes (creating its folders); reading is RunReader's."""
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__(root)
+        settle_images(self.images, self.private)  # before mkdir: a kill may have left images/ mid-swap
+        for d in (self.images, self.private / "records", self.private / "latents"):
+            d.mkdir(parents=True, exist_ok=True)
 
     def write_latent(self, item_id: str, latent: torch.Tensor) -> None:
         atomic_torch_save(latent.detach().cpu().clone(), self.latent_path(item_id))
@@ -111,15 +200,6 @@ class RunDir:
     def write_record(self, record: dict) -> None:
         """Atomic; call after the image and the latent are written."""
         atomic_write_text(self.record_path(record["id"]), json.dumps(record, sort_keys=True))
-
-    def records(self) -> list[dict]:
-        out = []
-        for p in sorted((self.private / "records").glob("*/*.json")):
-            out.append(json.loads(p.read_text()))
-        return sorted(out, key=lambda r: r["id"])
-
-    def done_ids(self) -> set[str]:
-        return {r["id"] for r in self.records()}
 
     def order_key(self) -> bytes:
         """The secret every process of this run directory orders its work by (falco/release.py)."""

@@ -1,6 +1,6 @@
 """End-of-run summary, measured with the real networks on the written outputs.
 
-HELD-OUT figures come first (`heldout`, evaluation/heldout.py): recognizers, a detector and
+HELD-OUT figures come first (`heldout`, falco/heldout.py): recognizers, a detector and
 attribute networks that no loss of the run uses, with attacker-style alignment, identification
 against chance, TAR at fixed FAR, diversity, gender/age/pose/expression agreement.
 
@@ -10,15 +10,18 @@ pairs of unrelated originals (the false-match rate: a re-identification figure m
 without it). The recognizer is the one the loss optimized, so these figures are WHITE-BOX.
 Utility: attribute predictions (the attribute networks are also the loss's, so white-box too)
 of originals vs anonymized vs the paired fakes before optimization, and the MTCNN detection
-rate of the outputs.
+rate of the outputs (falco/detect.py: the same detector and rate evaluate.py reports).
+The images are read through the run directory's reader (falco/rundir.py RunReader).
 """
 
 from __future__ import annotations
 
 import torch
 
-from .data.imageio import read_rgb, to_tensor
+from .agreement import gender_age_agreement
+from .detect import detection_rate
 from .device import on_device
+from .heldout import format_heldout, measure_chunk, report_from
 from .pipeline import Networks, Prepped
 from .progress import Progress
 from .rundir import RunDir
@@ -46,30 +49,15 @@ def _unrelated_pairs(identities: list[str | None], limit: int = 20000) -> tuple[
     return i[keep], j[keep]
 
 
-def attribute_agreement(pred_a: dict[str, torch.Tensor], pred_b: dict[str, torch.Tensor]) -> dict:
-    """Gender agreement and mean |age difference| (years) between two `predict` outputs."""
-    out = {}
-    if "male" in pred_a:
-        out["gender_agreement"] = float(((pred_a["male"] > 0.5) == (pred_b["male"] > 0.5)).float().mean())
-    if "age" in pred_a:
-        out["age_abs_diff"] = float((pred_a["age"] - pred_b["age"]).abs().mean())
-    return out
-
-
 def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int], ok: list[dict],
              heldout=None, device: str | torch.device = "cpu") -> dict:
     """Embeddings, identity distances, attribute predictions and detections for a chunk of records
     (and the held-out judges' measurements, under "heldout"), computed on `device`, kept on the CPU."""
     res = nets.generator.resolution
-    orig, lms, anon, fakes = [], [], [], []
-    for r in ok:
-        k = index[r["id"]]
-        image, lm = prepped.prepared.get(prepped.prepared.ok[k])
-        orig.append(image)
-        lms.append(lm)
-        anon.append(to_tensor(read_rgb(run.image_path(r["pseudonym"])))[0])
-        fakes.append(prepped.pool["latents"][prepped.pair_index[k]])
-    x, lm, y, z = (torch.stack(t).to(device) for t in (orig, lms, anon, fakes))
+    x, lm = run.originals(ok, prepped.prepared)
+    y = run.anonymized(ok)
+    z = torch.stack([prepped.pool["latents"][prepped.pair_index[index[r["id"]]]] for r in ok])
+    x, lm, y, z = (t.to(device) for t in (x, lm, y, z))
     with torch.no_grad():
         f = nets.generator.synthesize(z).float()
         theta = nets.identity.crop_theta(lm, (res, res))
@@ -77,10 +65,8 @@ def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int
         e_x, e_y = nets.identity.embed(x, theta).float(), nets.identity.embed(y, theta).float()
         p_x, p_y, p_f = ({k: v.cpu() for k, v in nets.attributes.predict(t, thetas).items()} for t in (x, y, f))
     out = {"e_x": e_x.cpu(), "d": nets.identity.distance(e_y, e_x).cpu(), "p_x": p_x, "p_y": p_y, "p_f": p_f,
-           "found": [det is not None for det in nets.detector.detect_tensor(y)]}
+           "detections": nets.detector.detect_tensor(y)}
     if heldout is not None:  # the judges take CPU tensors to their own device
-        from evaluation.heldout import measure_chunk
-
         out["heldout"] = measure_chunk(heldout, {"originals": x.cpu(), "anonymized": y.cpu(), "landmarks": lm.cpu(),
                                                  "paired_fake": f.cpu()})
     return out
@@ -88,7 +74,7 @@ def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int
 
 def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict], chunk: int = CHUNK,
               heldout=None, device: str | torch.device = "cpu") -> dict:
-    """The run's summary; `heldout` (evaluation.heldout.HeldoutJudges) adds the held-out figures,
+    """The run's summary; `heldout` (falco.heldout.HeldoutJudges) adds the held-out figures,
     first in the summary. The white-box networks measure on `device` (the run's)."""
     ok = [r for r in records if r["status"] == "ok"]
     summary: dict = {"images": len(records), "done": len(ok),
@@ -105,15 +91,13 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
             parts.append(_measure(run, nets, prepped, index, ok[s:s + chunk], heldout, device))
             bar.update(len(ok[s:s + chunk]))
     if heldout is not None:
-        from evaluation.heldout import report_from
-
         identities = [r.get("identity") for r in ok]
         summary["heldout"] = report_from(heldout, [p["heldout"] for p in parts],
                                          identities if all(i is not None for i in identities) else None)
     e_x, d = torch.cat([p["e_x"] for p in parts]), torch.cat([p["d"] for p in parts])
     p_x, p_y, p_f = ({n: torch.cat([p[key][n] for p in parts]) for n in parts[0][key]}
                      for key in ("p_x", "p_y", "p_f"))
-    found = [hit for p in parts for hit in p["found"]]
+    detections = [det for p in parts for det in p["detections"]]
     with torch.no_grad():
         i, j = _unrelated_pairs([r.get("identity") for r in ok])
         d_unrelated = nets.identity.distance(e_x[i], e_x[j]) if len(i) else torch.zeros(0)
@@ -126,9 +110,9 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
                            "unrelated_distance_mean": float(d_unrelated.mean()) if len(d_unrelated) else None,
                            "unrelated_pairs": int(len(d_unrelated))}
     summary["attributes"] = {"network": nets.attributes.name, "white_box": True,
-                             "anonymized": attribute_agreement(p_x, p_y),
-                             "paired_fake_before": attribute_agreement(p_x, p_f)}
-    summary["detection_rate"] = sum(found) / len(found)
+                             "anonymized": gender_age_agreement(p_x, p_y),
+                             "paired_fake_before": gender_age_agreement(p_x, p_f)}
+    summary["detection_rate"] = detection_rate(detections)["rate"]
     return summary
 
 
@@ -142,8 +126,6 @@ def _count(reasons) -> dict[str, int]:
 def format_summary(s: dict) -> str:
     lines = [f"images: {s['images']}  done: {s['done']}  skipped: {s['skipped']} {s['skip_reasons'] or ''}"]
     if "heldout" in s:
-        from evaluation.heldout import format_heldout
-
         lines += format_heldout(s["heldout"])
     if "identity" in s:
         idt, att = s["identity"], s["attributes"]

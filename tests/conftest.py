@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from falco.config import register
+from falco.schema import register
 
 ROOT = Path(__file__).resolve().parents[1]
 register()

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from evaluate import evaluate
 from evaluation.attribute_classifier import AttributeClassifier, ClassifierConfig, save_classifier
 from evaluation.make_tables import main as make_tables
+from falco.detect import FaceDetector
 from tests.conftest import ROOT
 from train import run
 
@@ -65,3 +66,33 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     assert "falco" in main_md and "blur" in main_md
     assert written["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "eval" / "original" / "summary.json").read_text())["method"] == "original"
+
+
+
+def test_summary_and_evaluate_report_the_same_detection_rate(fast_cfg, tmp_path, monkeypatch):
+    """One reader (falco/rundir.py) and one MTCNN wrapper (falco/detect.py): summary.json and
+    evaluate.py count the same faces on the same release images. The wrapper is patched to drop
+    the faces of images read from files (8-bit pixels; the stages' generator samples are not)
+    whose pixel sum is odd: a figure computed by other detector code, or on other pixels, would
+    not follow that rule."""
+    real = FaceDetector.detect_tensor
+
+    def detect_tensor(self, images, chunk=64):
+        pixels = (images.float() + 1) * 127.5
+        read_back = bool(((pixels - pixels.round()).abs() < 1e-3).all())
+        odd = (pixels.round().sum(dim=(1, 2, 3)).long() % 2 == 1) & read_back
+        return [None if o else d for d, o in zip(real(self, images, chunk), odd.tolist(), strict=True)]
+
+    monkeypatch.setattr(FaceDetector, "detect_tensor", detect_tensor)
+    out = tmp_path / "run"
+    run(fast_cfg("data.identities=8", "method.steps=6"), str(out))
+    summary = json.loads((out / "summary.json").read_text())
+    ev = _eval(out, "heldout.enabled=false", "judges.dlib_resnet.enabled=false",
+               "detection_threshold=0.9")  # the run's detector.min_prob (conf/train.yaml default)
+    detection = ev["details"]["detection"]
+    assert detection["n_images"] == summary["done"] == 8 and detection["min_prob"] == 0.9
+    assert detection["n_detected"] < 8  # the patch took effect (odd sums: 1 in 2 images)
+    assert ev["metrics"]["detection"]["value"] == summary["detection_rate"]
+    assert detection["n_detected"] == round(summary["detection_rate"] * summary["done"])
+    # the landmark error is measured on the faces found
+    assert ev["details"]["landmarks"]["n_missing_anonymized"] == 8 - detection["n_detected"]

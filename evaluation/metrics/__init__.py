@@ -1,9 +1,11 @@
-"""Metrics, one concept per module.
+"""Metrics of the evaluation suite, one concept per module.
 
-reid         closed-set identification (top-k) and verification (TAR at a fixed FAR)
 consistency  same person vs different people among anonymized images
-detection    share of images in which a detector finds a face; MTCNN adapter
-attributes   attribute agreement, accuracy, balanced accuracy, age and gender
+attributes   multi-attribute agreement, accuracy and balanced accuracy (the 40-attribute classifier)
 geometry     5-point landmark error normalized by the inter-ocular distance (NME)
 quality      FID and KID with a local Inception file or an injected feature extractor
+
+The measures a run's own summary also reports live in the library: re-identification
+(falco/reid.py), gender and age agreement (falco/agreement.py), the detector and its detection
+rate (falco/detect.py), the held-out judges (falco/heldout.py).
 """

@@ -8,13 +8,12 @@ logits first). Two readings:
 Each comes with a balanced version: the mean of the true-positive and true-negative rates,
 because most CelebA attributes are rare (a constant "no" scores ~90% plain accuracy on
 "Eyeglasses"). As in scikit-learn, an attribute whose reference has only one class gets the
-rate of that class alone. Age and gender use their own summaries (mean absolute difference in
-years, agreement of binarized gender). NaN entries (no face found) are left out and counted.
+rate of that class alone. Age and gender have their own summaries in the library
+(falco/agreement.py: mean absolute difference in years, agreement of binarized gender).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -79,30 +78,3 @@ def attribute_accuracy(predictions: torch.Tensor, labels: torch.Tensor, *,
     return _report(binarize(predictions, threshold), binarize(labels, threshold), names,
                    ("accuracy", "balanced_accuracy"))
 
-
-def _paired(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Flattened float64 pairs without NaN on either side, and how many were dropped."""
-    a, b = a.double().flatten(), b.double().flatten()
-    if a.shape != b.shape:
-        raise ValueError(f"{a.numel()} original values but {b.numel()} anonymized values")
-    ok = ~(torch.isnan(a) | torch.isnan(b))
-    return a[ok], b[ok], int((~ok).sum())
-
-
-def age_difference(age_original: torch.Tensor, age_anonymized: torch.Tensor) -> dict:
-    """Mean absolute age difference in years (and median, and mean signed anon - orig)."""
-    a, b, missing = _paired(age_original, age_anonymized)
-    n = int(a.numel())
-    diff = b - a
-    return {"mae": float(diff.abs().mean()) if n else math.nan,
-            "median_ae": float(diff.abs().median()) if n else math.nan,
-            "mean_signed": float(diff.mean()) if n else math.nan, "n": n, "n_missing": missing}
-
-
-def gender_agreement(gender_original: torch.Tensor, gender_anonymized: torch.Tensor, *,
-                     threshold: float = 0.5) -> dict:
-    """Share of images whose binarized gender (label or probability) is unchanged."""
-    a, b, missing = _paired(gender_original, gender_anonymized)
-    n = int(a.numel())
-    same = (a >= threshold) == (b >= threshold)
-    return {"agreement": float(same.double().mean()) if n else math.nan, "n": n, "n_missing": missing}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from evaluation.metrics.reid import (
+from falco.reid import (
     PairDistance,
     as_labels,
     cosine_distance,

@@ -12,7 +12,7 @@ or a converted `.pt` file {'kwargs': constructor kwargs, 'state_dict': G_ema sta
 Differences from the official code that do not change the result: everything runs in the
 input's dtype (the official code casts the highest resolutions to float16 on GPU when
 num_fp16_res > 0; use autocast for reduced precision), and the modulated convolutions are
-batched (see stylegan2_genforce.modulated_conv2d).
+batched (see stylegan2_synthesis.modulated_conv2d).
 """
 
 from __future__ import annotations
@@ -28,13 +28,8 @@ from torch import nn
 from falco.backbones.base import Generator, LatentLayout
 from falco.backbones.checkpoints import user_checkpoint
 from falco.backbones.safe_pickle import PersistentObject, load_nvidia_pickle
-from falco.backbones.stylegan2_genforce import (
-    SQRT2,
-    fir_upsample2x,
-    load_state_dict_strict,
-    lrelu,
-    modulated_conv2d,
-)
+from falco.backbones.stylegan2_genforce import load_state_dict_strict
+from falco.backbones.stylegan2_synthesis import SQRT2, fir_upsample2x, lrelu, modulated_conv2d
 
 MAPPING_KWARGS = {"num_layers", "embed_features", "layer_features", "activation", "lr_multiplier",
                   "w_avg_beta"}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from falco.backbones.stylegan2_genforce import SQRT2, Synthesis, demod_coefficients, fir_upsample2x
+from falco.backbones.stylegan2_synthesis import SQRT2, Synthesis, demod_coefficients, fir_upsample2x
 
 # Memory layout of the tail's activations: channels_last (NHWC) runs the convolutions 2-3x
 # faster than NCHW on this CPU in bf16 (oneDNN), depthwise FIR filters too; on GPU unverified.

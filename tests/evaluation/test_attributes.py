@@ -14,12 +14,8 @@ from evaluation.attribute_classifier import (
     save_classifier,
     train_classifier,
 )
-from evaluation.metrics.attributes import (
-    age_difference,
-    attribute_accuracy,
-    attribute_agreement,
-    gender_agreement,
-)
+from evaluation.metrics.attributes import attribute_accuracy, attribute_agreement
+from falco.agreement import age_difference, gender_agreement
 
 
 def test_agreement_per_attribute_and_balanced():

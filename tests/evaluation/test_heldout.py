@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.heldout import HeldoutJudges, diversity, heldout_report, load_heldout
 from falco.backbones.base import IdentityEncoder
 from falco.detect import Detection
+from falco.heldout import HeldoutJudges, diversity, heldout_report, load_heldout
 
 
 class PixelJudge(IdentityEncoder):
@@ -109,7 +109,7 @@ def test_attacker_alignment_is_the_default_protocol():
 
 
 def test_an_undetected_image_is_aligned_at_the_median_detection():
-    from evaluation.heldout import attacker_landmarks
+    from falco.heldout import attacker_landmarks
 
     dets = [Detection(np.zeros(4), 1.0, np.full((5, 2), v)) for v in (10.0, 20.0, 30.0)] + [None]
     lm, found = attacker_landmarks(dets, torch.zeros(4, 5, 2))
@@ -124,7 +124,7 @@ def test_a_loss_network_cannot_be_a_heldout_judge():
 
 
 def test_gender_consensus_on_constructed_judges():
-    from evaluation.heldout import gender_consensus
+    from falco.heldout import gender_consensus
 
     t = lambda *v: {"male": torch.tensor(v, dtype=torch.float32)}  # noqa: E731
     # three judges on 4 originals: all agree on the first two, split 2:1 on the others

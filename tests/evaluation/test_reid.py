@@ -5,7 +5,7 @@ import math
 import torch
 
 from evaluation.metrics.consistency import identity_consistency
-from evaluation.metrics.reid import (
+from falco.reid import (
     cosine_distance,
     cosine_distance_matrix,
     far_threshold,

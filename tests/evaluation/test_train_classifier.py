@@ -1,5 +1,6 @@
-"""The attribute classifier's training command on a tiny generated CelebA-HQ tree, and the
-classifier's figures in an evaluation (agreement with the originals, accuracy vs labels)."""
+"""The attribute classifier's training command on a tiny generated CelebA-HQ tree (Lightning's
+Trainer.fit: checkpoints, resuming), and the classifier's figures in an evaluation (agreement
+with the originals, accuracy vs labels)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from evaluation.attribute_classifier import (
     CELEBA_ATTRIBUTES,
     AttributeClassifier,
     ClassifierConfig,
+    ClassifierTraining,
     load_classifier,
     save_classifier,
 )
+from evaluation.flatten import flatten
 from evaluation.run_eval import EvalData, classifier_metrics
-from evaluation.summary import flatten
 from evaluation.train_attribute_classifier import train_from_config
 from tests.conftest import ROOT
 from tests.data import face, write_fake_celebahq
@@ -50,11 +52,76 @@ def test_training_command_trains_on_the_train_split_and_saves(tmp_path):
     assert all(0.0 <= v[k] <= 1.0 for v in per.values() for k in ("accuracy", "balanced_accuracy"))
     rows = list(csv.DictReader(next((tmp_path / "weights").rglob("metrics.csv")).open()))
     assert any(r["classifier/loss"] for r in rows) and any(r["classifier/val_accuracy_mean"] for r in rows)
+    # the files and their formats: weights {config, state_dict}, the report's keys, Lightning's checkpoint
+    assert set(torch.load(out, weights_only=True)) == {"config", "state_dict"}
+    assert set(report) == {"weights", "data", "train_images", "skipped", "measured_on", "history", "final"}
+    record = {"epoch", "loss", "val_accuracy_mean", "val_balanced_accuracy_mean"}
+    assert all(set(h) == record for h in report["history"])
+    assert set(report["final"]) == {"accuracy_mean", "balanced_accuracy_mean", "per_attribute", "n_images"}
+    assert (tmp_path / "weights" / "celeba_small.pt.logs" / "checkpoints" / "last.ckpt").is_file()
 
 
-def _compose(*overrides):
+def _compose(*overrides, keep_logger: bool = False):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train_classifier", overrides=[*TINY, "logger=none", *overrides])
+        return compose("train_classifier", overrides=[*TINY, *([] if keep_logger else ["logger=none"]), *overrides])
+
+
+def _epochs_started(monkeypatch, stop_at: int | None = None) -> list[int]:
+    """Records the epoch of every training epoch that starts; raises at epoch `stop_at` (a kill)."""
+    started: list[int] = []
+
+    def on_train_epoch_start(module):
+        if module.current_epoch == stop_at:
+            raise RuntimeError("killed")
+        started.append(module.current_epoch)
+
+    monkeypatch.setattr(ClassifierTraining, "on_train_epoch_start", on_train_epoch_start)
+    return started
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def test_the_same_command_resumes_from_the_last_checkpoint(tmp_path, monkeypatch):
+    write_fake_celebahq(tmp_path / "celebahq", images=[face(64)] * 6)
+    run = (f"data.root={tmp_path / 'celebahq'}", "epochs=3", "trainer.precision=32-true", "logger=csv")
+    whole = train_from_config(_compose(*run, f"out={tmp_path / 'a.pt'}", keep_logger=True))  # uninterrupted
+
+    cfg = _compose(*run, f"out={tmp_path / 'b.pt'}", keep_logger=True)
+    with monkeypatch.context() as m:
+        _epochs_started(m, stop_at=2)
+        with pytest.raises(RuntimeError, match="killed"):
+            train_from_config(cfg)
+    assert not (tmp_path / "b.pt").exists()
+    last = tmp_path / "b.pt.logs" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["epoch"] == 1 and [h["epoch"] for h in saved["classifier"]["history"]] == [0, 1]
+
+    with monkeypatch.context() as m:
+        started = _epochs_started(m)
+        resumed = train_from_config(cfg)  # the same command
+    assert started == [2]  # only the epoch the kill cut off: the count continues
+    assert resumed["history"] == whole["history"] and [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    a, b = _weights(tmp_path / "a.pt"), _weights(tmp_path / "b.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # as if never interrupted
+    assert resumed["final"] == whole["final"]
+    # the logger's entries of the resumed run continue the epochs and the steps
+    versions = sorted((tmp_path / "b.pt.logs" / "logs").glob("version_*/metrics.csv"))
+    first, second = ([r for r in csv.DictReader(v.open()) if r["classifier/loss"]] for v in versions)
+    assert [int(r["epoch"]) for r in first] == [0, 1] and [int(r["epoch"]) for r in second] == [2]
+    assert int(second[0]["step"]) > int(first[-1]["step"])
+
+    with monkeypatch.context() as m:  # done: nothing to train, the outputs are written again
+        started = _epochs_started(m)
+        again = train_from_config(cfg)
+    assert started == [] and again["history"] == whole["history"]
+    with monkeypatch.context() as m:
+        started = _epochs_started(m)
+        train_from_config(_compose(*run, f"out={tmp_path / 'b.pt'}", "resume=false", "epochs=1"))
+    assert started == [0]
+    with pytest.raises(ValueError, match="checkpoint is of another classifier"):
+        train_from_config(_compose(*run, f"out={tmp_path / 'b.pt'}", "width=4"))
 
 
 def test_training_command_refuses_unlabelled_or_unsplit_data(tmp_path):

@@ -11,7 +11,6 @@ import json
 import pytest
 
 import falco.keyed
-
 from tests.conftest import FAST, compose_train
 from train import run
 

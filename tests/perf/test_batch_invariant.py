@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.harness.official_loop import official_style_optimize
 from falco.backbones.age_gender import load_age_gender
 from falco.backbones.dlib_resnet import load_dlib_recognizer
 from falco.config import MethodConfig
 from falco.module import AnonymizerModule
-from falco.perf.official_loop import official_style_optimize
 from tests.backbones.test_stylegan2_genforce import small_generator
 from tests.perf.test_official_loop import LANDMARKS
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from falco.batch_size import CAP, MB, images_that_fit, memory_per_image
 from falco.config import MethodConfig
 from falco.module import AnonymizerModule
-from falco.perf.batch_size import CAP, MB, images_that_fit, memory_per_image
 from tests.keyed import ToyAttributes, ToyGenerator, ToyIdentity
 
 GiB = 1024 * MB

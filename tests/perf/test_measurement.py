@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from falco.perf import machine, timing
-from falco.perf.flops import count_flops, matmul_flops
-from falco.perf.machine import Share
-from falco.perf.memory import measure_peak
-from falco.perf.timing import QUIET, StepClock, median
+from benchmarks.harness import machine, timing
+from benchmarks.harness.flops import count_flops, matmul_flops
+from benchmarks.harness.machine import Share
+from benchmarks.harness.memory import measure_peak
+from benchmarks.harness.timing import QUIET, StepClock, median
 
 
 def test_flops_of_a_matmul_a_conv_and_their_backward():

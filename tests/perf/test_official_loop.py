@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.harness.official_loop import official_style_optimize, unfrozen
 from falco.backbones.age_gender import load_age_gender
 from falco.backbones.dcgan import load_dcgan
 from falco.backbones.dlib_resnet import load_dlib_recognizer
 from falco.optimize import compute_targets, optimize_latents
-from falco.perf.official_loop import official_style_optimize, unfrozen
 
 # Five MTCNN-style points of a face filling a 64x64 DCGAN image (eyes, nose, mouth corners).
 LANDMARKS = torch.tensor([[22.0, 26.0], [42.0, 26.0], [32.0, 36.0], [24.0, 46.0], [40.0, 46.0]])

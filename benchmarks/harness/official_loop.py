@@ -23,10 +23,10 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..backbones.base import AttributeEncoder, Generator, IdentityEncoder
-from ..latent import LatentCode
-from ..losses import attribute_loss, identity_loss
-from ..optimize import milestones_for
+from falco.backbones.base import AttributeEncoder, Generator, IdentityEncoder
+from falco.latent import LatentCode
+from falco.losses import attribute_loss, identity_loss
+from falco.optimize import milestones_for
 
 
 @contextmanager

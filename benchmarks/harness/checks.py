@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from ..backbones.autocast_weights import autocast_weights
-from ..latent import LatentCode
-from ..optimize import compute_targets, step_losses
+from falco.backbones.autocast_weights import autocast_weights
+from falco.latent import LatentCode
+from falco.optimize import compute_targets, step_losses
+
 from .official_loop import official_step_loss, unfrozen
 from .problem import Batch, Problem
 from .timing import official, ours

@@ -69,11 +69,3 @@ def measure_peak(work: Callable[[], object], interval: float = 0.002) -> tuple[o
     mem.peak = max(mem.peak, rss_bytes())
     return result, mem
 
-
-def available_bytes() -> int:
-    """MemAvailable from /proc/meminfo (what can be allocated without swapping)."""
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no MemAvailable in /proc/meminfo")

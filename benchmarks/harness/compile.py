@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 import torch
 
-from ..backbones.stylegan2_frozen import FrozenSynthesis
+from falco.backbones.stylegan2_frozen import FrozenSynthesis
+
 from .problem import Problem
 
 

@@ -27,7 +27,8 @@ Distances: larger = more different, in the judge's native metric. `distance_matr
 maps (N,D),(M,D) -> (N,M); `distance(a, b)` maps (N,D),(N,D) -> (N,) (the IdentityEncoder
 interface); `matrix_from_pair_distance` turns the latter into the former. Labels are (N,)
 integer tensors or lists of hashables (e.g. names). Results are plain dicts of floats and
-counts, JSON-serializable.
+counts, JSON-serializable. Used by the held-out judges of the run's summary (falco/heldout.py)
+and by the evaluation suite (evaluation/).
 """
 
 from __future__ import annotations
@@ -195,14 +196,14 @@ def far_threshold(impostor_distances: Tensor, far: float) -> float:
     return math.inf if k >= len(s) else float(s[k])
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson score interval of a rate; [nan, nan] when n == 0."""
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
+    """Wilson score interval of a rate (scipy's binomtest); [nan, nan] when n == 0."""
     if n == 0:
         return [math.nan, math.nan]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    from scipy.stats import binomtest  # here: importing scipy.stats takes seconds
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return [float(ci.low), float(ci.high)]
 
 
 def pair_distances(distance: PairDistance, a: Tensor, b: Tensor, pairs: Tensor,

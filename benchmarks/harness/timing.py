@@ -13,9 +13,10 @@ import time
 
 import torch
 
-from ..backbones.autocast_weights import autocast_weights
-from ..latent import LatentCode
-from ..optimize import Result, compute_targets, optimize_latents
+from falco.backbones.autocast_weights import autocast_weights
+from falco.latent import LatentCode
+from falco.optimize import Result, compute_targets, optimize_latents
+
 from .compile import compiled
 from .flops import count_flops
 from .machine import Share

@@ -16,7 +16,8 @@ from functools import partial
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..module import AnonymizerModule
+from falco.module import AnonymizerModule
+
 from .memory import measure_peak
 from .problem import Problem
 from .timing import autocast_for

@@ -21,8 +21,6 @@ import math
 
 import torch
 
-from .memory import available_bytes
-
 MB = 2**20
 HEADROOM = 0.5
 CAP = 16
@@ -53,6 +51,15 @@ def memory_per_image(generator: torch.nn.Module, precision: str) -> tuple[int, i
     per, fixed = MEASURED_MB[(*REFERENCE, precision)]
     scale = UNKNOWN_FACTOR * (res / REFERENCE[1]) ** 2
     return max(int(per * scale * MB), MB), fixed * MB
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
 def free_memory(device: torch.device | str) -> int:

