@@ -3,9 +3,9 @@
 The loop is the run's (falco/optimize.py: targets once per batch, then `optimize_latents`), on a
 benchmark problem (benchmarks/perf_problem.py) moved to the device, under torch.autocast of the
 device's kind for bf16/fp16 (fp16 with a GradScaler, as a `16-mixed` run), fp32 without autocast.
-Step times are taken with the device synchronized at every step (falco/perf/timing.py StepClock);
+Step times are taken with the device synchronized at every step (benchmarks/harness/timing.py StepClock);
 memory is the peak above the level before the call: torch.cuda.max_memory_allocated on CUDA, the
-process's resident size on the CPU (falco/perf/memory.py).
+process's resident size on the CPU (benchmarks/harness/memory.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from falco.precision import cpu_bf16_native, cuda_bf16_native
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-GPU_SIZES = (4096, 8192)  # square matmul sizes of a GPU's peak (the CPU's are falco/perf/peak.py SIZES)
+GPU_SIZES = (4096, 8192)  # square matmul sizes of a GPU's peak (the CPU's are benchmarks/harness/peak.py SIZES)
 AGREE_SHARE = 0.1  # agreement bound: distances within this share of the recognizer's same-person threshold
 JITTER = 1e-4  # the optimization's own sensitivity: fp32 from latents moved by this much
 
@@ -65,7 +65,7 @@ def optimize(problem: Problem, batch: Batch, steps: int, precision: str, device:
 
 
 def device_peak(precision: str, device: str, seconds: float) -> dict[str, float]:
-    """The device's measured matmul FLOP/s in `precision` (falco/perf/peak.py; larger sizes on a GPU)."""
+    """The device's measured matmul FLOP/s in `precision` (benchmarks/harness/peak.py; larger sizes on a GPU)."""
     if torch.device(device).type == "cpu":
         return matmul_peak(DTYPES[precision], "cpu", seconds)
     rates = {n: matmul_rate(DTYPES[precision], n, seconds, device=device) for n in GPU_SIZES}

@@ -83,7 +83,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
             config_yaml: str | None = None, precision: dict | None = None,
             shard: tuple[int, int] | None = None, stages_only: bool = False, heldout=None,
             device: str = "auto", release_tar: bool = False) -> JobResult:
-    """heldout: evaluation.heldout.HeldoutJudges measured first in the summary (None: white-box only).
+    """heldout: falco.heldout.HeldoutJudges measured first in the summary (None: white-box only).
     precision: how the trainer's precision was chosen (falco/precision.py PrecisionChoice.as_dict()),
     recorded in versions.json; None records the trainer's precision alone.
     max_in_flight: images optimized at once when not batch-invariant; None = the memory rule.

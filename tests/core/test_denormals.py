@@ -3,12 +3,16 @@ flush-to-zero for its arithmetic (falco/__init__.py)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
 import falco  # noqa: F401  (sets flush-to-zero)
 from falco.backbones.age_gender import load_age_gender
 from falco.backbones.denormals import flush_denormals, subnormal
+from tests.conftest import ROOT
 
 
 def test_flush_zeroes_subnormals_only():
@@ -30,6 +34,8 @@ def test_loaded_attribute_nets_hold_no_subnormals():
     assert all(int(subnormal(p).sum()) == 0 for p in net.parameters())
 
 
-def test_arithmetic_flushes_subnormal_results():
-    x = torch.tensor([1e-30])
-    assert (x * torch.tensor([1e-10])).item() == 0.0  # 1e-40 is subnormal: flushed
+def test_importing_the_library_flushes_subnormal_results():
+    """In a fresh process (other tests' libraries may change the thread's float mode here)."""
+    code = "import falco, torch; print((torch.tensor([1e-30]) * torch.tensor([1e-10])).item())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and float(out.stdout) == 0.0, out.stderr[-2000:]  # 1e-40 is subnormal: flushed
