@@ -27,6 +27,7 @@ from falco.detect import FaceDetector, detected_landmarks, detection_rate
 from falco.heldout import heldout_report, load_heldout
 from falco.reid import identification, matrix_from_pair_distance, verification
 from falco.rundir import RunReader
+from falco.schema import DetectorConfig
 
 from .attribute_classifier import load_classifier
 from .baselines import BASELINES
@@ -172,7 +173,10 @@ def evaluate(cfg: DictConfig) -> dict:
     for name, judge_cfg in cfg.judges.items():
         if judge_cfg.enabled:
             results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far)))
-    results.update(geometry_and_detection(data, cfg.detection_threshold))
+    threshold = cfg.detection_threshold  # null: the threshold the run's own summary used
+    if threshold is None:
+        threshold = data.run_config.get("detector", {}).get("min_prob", DetectorConfig.min_prob)
+    results.update(geometry_and_detection(data, threshold))
     if cfg.attributes and data.run_config.attributes.get("net") is not None:  # white-box for the run's outputs:
         results["attributes"] = attribute_metrics(  # its loss used this network; no baseline's did
             instantiate(data.run_config.attributes.net), data, cfg.baseline is None)

@@ -370,12 +370,12 @@ def format_heldout(r: dict) -> list[str]:
         lines.append(f"    diversity: different people's anonymized faces called one person "
                      f"{div['anonymized_same_person_rate']:.1%} (originals {div['originals_same_person_rate']:.1%})")
     for name, a in r.get("attributes", {}).items():
-        lines.append(f"  attributes [{name}] " + _attribute_line(a))
+        lines.append(f"  attributes [{name}] " + attribute_line(a))
         for key, what in (("paired_fake", "paired fake before optimization"),
                           ("original_mirrored", "judge ceiling (original vs its mirror image)")):
             b = r.get(f"attributes_{key}", {}).get(name)
             if b is not None:
-                lines.append(f"    {what}: " + _attribute_line(b))
+                lines.append(f"    {what}: " + attribute_line(b))
     c = r.get("gender_consensus")
     if c is not None:
         pair = ", ".join(f"{k} {v:.0%}" for k, v in c["pairwise_agreement_originals"].items())
@@ -395,17 +395,20 @@ def format_heldout(r: dict) -> list[str]:
     return lines
 
 
-def _attribute_line(a: dict) -> str:
+def attribute_line(a: dict) -> str:
+    """One line of attribute agreement figures (held-out judges and the white-box summary share it)."""
     parts = []
     if "gender_agreement" in a:
-        parts.append(f"gender agreement {a['gender_agreement']:.1%} (male share {a['male_share_originals']:.0%})")
+        share = a.get("male_share_originals")
+        parts.append(f"gender agreement {a['gender_agreement']:.1%}"
+                     + (f" (male share {share:.0%})" if share is not None else ""))
     if "age_abs_diff" in a:
         parts.append(f"|age diff| {a['age_abs_diff']:.1f} y")
     if "pose_error_deg" in a:
         parts.append(f"pose error {a['pose_error_deg']['mean']:.1f} deg")
     if "expression_agreement" in a:
         parts.append(f"expression agreement {a['expression_agreement']:.1%}")
-    return ", ".join(parts)
+    return ", ".join(parts) or "n/a"
 
 
 def _device(module: torch.nn.Module) -> torch.device:

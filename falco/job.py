@@ -20,7 +20,7 @@ from .config import MethodConfig, validate
 from .data.imageio import atomic_write_text
 from .device import resolve_device
 from .module import AnonymizeDataset, AnonymizerModule
-from .pipeline import Networks, Prepped, StageKnobs, run_stages
+from .pipeline import Networks, StageOutputs, StageKnobs, run_stages
 from .progress import PredictProgress
 from .quirks import apply_network_quirks
 from .release import secret_order
@@ -60,13 +60,13 @@ def in_shard(item_id: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or stream_seed("shard", item_id) % shard[1] == shard[0]
 
 
-def write_skips(run: RunDir, prepped: Prepped, done: set[str], method: str,
+def write_skips(run: RunDir, stages: StageOutputs, done: set[str], method: str,
                 shard: tuple[int, int] | None = None) -> None:
-    for e in prepped.prepared.entries:
+    for e in stages.prepared.entries:
         if e["status"] != "ok" and e["id"] not in done and in_shard(e["id"], shard):
             run.write_record({"id": e["id"], "pseudonym": None, "status": "skipped", "reason": e["reason"],
                               "message": e.get("message"), "identity": e.get("identity"),
-                              "labels": e.get("labels", {}), "method": method, "stage_keys": prepped.keys})
+                              "labels": e.get("labels", {}), "method": method, "stage_keys": stages.keys})
 
 
 def versions() -> dict[str, str]:
@@ -104,35 +104,35 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if method.faithful_quirks:  # the official code's defects, for matching the paper (falco/quirks.py)
         apply_network_quirks(nets.attributes)
         knobs = replace(knobs, keep_unaligned=True)
-    prepped = run_stages(nets, source, StageCache(cache_dir), knobs, device)
+    stages = run_stages(nets, source, StageCache(cache_dir), knobs, device)
     if stages_only:  # warm the shared cache once, before array jobs or DDP ranks each compute it
-        return JobResult(run, {"stage_keys": prepped.keys, "stages_reused": prepped.reused}, 0, 0)
-    if not prepped.prepared.ok:
-        reasons = {e["id"]: e["reason"] for e in prepped.prepared.entries}
+        return JobResult(run, {"stage_keys": stages.keys, "stages_reused": stages.reused}, 0, 0)
+    if not stages.prepared.ok:
+        reasons = {e["id"]: e["reason"] for e in stages.prepared.entries}
         raise RuntimeError(f"no usable face in the dataset ({len(reasons)} items): {dict(list(reasons.items())[:10])}")
     if method.name == "keyed":  # per-person virtual identities under a secret key (after KFAAR)
         from .keyed import apply_keyed
 
-        apply_keyed(prepped, nets, method, run, device)
+        apply_keyed(stages, nets, method, run, device)
     # Before any process of this job writes: undo writes a kill cut off, then skip what is done.
     if lead:
-        run.recover({e["id"] for e in prepped.prepared.entries if in_shard(e["id"], shard)})
+        run.recover({e["id"] for e in stages.prepared.entries if in_shard(e["id"], shard)})
     done = run.done_ids()
     if lead:
-        write_skips(run, prepped, done, method.name, shard)
-    todo = [k for k, e in enumerate(prepped.prepared.ok) if e["id"] not in done and in_shard(e["id"], shard)]
+        write_skips(run, stages, done, method.name, shard)
+    todo = [k for k, e in enumerate(stages.prepared.ok) if e["id"] not in done and in_shard(e["id"], shard)]
     # Work (and so write) in the run's secret order, not the input order: every rank derives the
     # same order from the key in private/, so predict's sampler still deals each item once.
-    todo = [todo[i] for i in secret_order([prepped.prepared.ok[k]["id"] for k in todo], run.order_key())]
+    todo = [todo[i] for i in secret_order([stages.prepared.ok[k]["id"] for k in todo], run.order_key())]
     if todo:
         module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method, max_in_flight=max_in_flight,
                                   batch_invariant=method.batch_invariant)
-        dataset = AnonymizeDataset(prepped, todo, method.init, official_target=method.faithful_quirks)
+        dataset = AnonymizeDataset(stages, todo, method.init, official_target=method.faithful_quirks)
         loader = DataLoader(dataset, batch_size=batch_size,
                             shuffle=False, num_workers=num_workers)
-        trainer.callbacks.append(RecordWriter(run, prepped.prepared.ok, {
-            "method": method.name, "stage_keys": prepped.keys, "judge": nets.identity.name,
-            "pairs": prepped.pair_index.tolist(), "pair_sims": prepped.pair_similarity.tolist()},
+        trainer.callbacks.append(RecordWriter(run, stages.prepared.ok, {
+            "method": method.name, "stage_keys": stages.keys, "judge": nets.identity.name,
+            "pairs": stages.pair_index.tolist(), "pair_sims": stages.pair_similarity.tolist()},
             official_output=method.faithful_quirks))
         trainer.callbacks.append(PredictProgress(len(todo)))  # after the writer: counts written batches
         trainer.predict(module, loader, return_predictions=False)
@@ -145,8 +145,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
                                rebuild=shard is None)
         result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
-            result.summary = summarize(run, nets, prepped, records, chunk=batch_size, heldout=heldout, device=device)
-            result.summary["stage_keys"], result.summary["stages_reused"] = prepped.keys, prepped.reused
+            result.summary = summarize(run, nets, stages, records, chunk=batch_size, heldout=heldout, device=device)
+            result.summary["stage_keys"], result.summary["stages_reused"] = stages.keys, stages.reused
             atomic_write_text(run.root / "summary.json", json.dumps(result.summary, indent=1))
             _log_summary(trainer, result.summary)
             print(format_summary(result.summary), flush=True)

@@ -26,7 +26,7 @@ from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .batch_size import images_that_fit, precision_of
 from .config import MethodConfig
 from .optimize import compute_targets, optimize_latents
-from .pipeline import Prepped
+from .pipeline import StageOutputs
 from .quirks import official_range
 from .seeds import stream_seed
 from .stopping import check as stop_point
@@ -36,9 +36,9 @@ from .views import draw
 class AnonymizeDataset(Dataset):
     """Items still to do: aligned original, its landmarks, and its starting latents."""
 
-    def __init__(self, prepped: Prepped, todo: list[int], init: str = "fake", official_target: bool = False) -> None:
-        self.p = prepped
-        self.todo = todo  # indices into prepped.prepared.ok
+    def __init__(self, stages: StageOutputs, todo: list[int], init: str = "fake", official_target: bool = False) -> None:
+        self.p = stages
+        self.todo = todo  # indices into stages.prepared.ok
         self.init = init
         # faithful_quirks: the losses' target is the unaligned photo in [0, 1] (falco/quirks.py)
         self.official_target = official_target

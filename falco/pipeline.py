@@ -56,7 +56,8 @@ class StageKnobs(StagesConfig):
 
 
 @dataclass
-class Prepped:
+class StageOutputs:
+    """What the cached stages hand to the optimization, the keyed stage and the summary."""
     prepared: Prepared
     pool: dict[str, torch.Tensor]
     pair_index: torch.Tensor  # (n_ok,) index into the pool, per ok entry in order
@@ -86,7 +87,7 @@ def _batched(fn, prepared: Prepared, batch: int, name: str, device: str | torch.
 
 
 def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKnobs,
-               device: str | torch.device = "cpu") -> Prepped:
+               device: str | torch.device = "cpu") -> StageOutputs:
     """Every stage's networks compute on `device` (falco/device.py), in batches of at most
     `knobs.batch` images; what the cache stores is on the CPU."""
     fp = nets.fingerprints()
@@ -173,5 +174,5 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
         torch.save({"index": usable[idx], "similarity": sim}, out / "pairs.pt")
 
     pairs = torch.load(stage("pairing", pair_spec, compute_pairing) / "pairs.pt", weights_only=True)
-    return Prepped(prepared, pool, pairs["index"][:, 0], pairs["similarity"][:, 0], inversion, template,
+    return StageOutputs(prepared, pool, pairs["index"][:, 0], pairs["similarity"][:, 0], inversion, template,
                    keys, reused)

@@ -21,8 +21,8 @@ import torch
 from .agreement import gender_age_agreement
 from .detect import detection_rate
 from .device import on_device
-from .heldout import format_heldout, measure_chunk, report_from
-from .pipeline import Networks, Prepped
+from .heldout import attribute_line, format_heldout, measure_chunk, report_from
+from .pipeline import Networks, StageOutputs
 from .progress import Progress
 from .rundir import RunDir
 from .stopping import check as stop_point
@@ -49,14 +49,14 @@ def _unrelated_pairs(identities: list[str | None], limit: int = 20000) -> tuple[
     return i[keep], j[keep]
 
 
-def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int], ok: list[dict],
+def _measure(run: RunDir, nets: Networks, stages: StageOutputs, index: dict[str, int], ok: list[dict],
              heldout=None, device: str | torch.device = "cpu") -> dict:
     """Embeddings, identity distances, attribute predictions and detections for a chunk of records
     (and the held-out judges' measurements, under "heldout"), computed on `device`, kept on the CPU."""
     res = nets.generator.resolution
-    x, lm = run.originals(ok, prepped.prepared)
+    x, lm = run.originals(ok, stages.prepared)
     y = run.anonymized(ok)
-    z = torch.stack([prepped.pool["latents"][prepped.pair_index[index[r["id"]]]] for r in ok])
+    z = torch.stack([stages.pool["latents"][stages.pair_index[index[r["id"]]]] for r in ok])
     x, lm, y, z = (t.to(device) for t in (x, lm, y, z))
     with torch.no_grad():
         f = nets.generator.synthesize(z).float()
@@ -72,7 +72,7 @@ def _measure(run: RunDir, nets: Networks, prepped: Prepped, index: dict[str, int
     return out
 
 
-def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict], chunk: int = CHUNK,
+def summarize(run: RunDir, nets: Networks, stages: StageOutputs, records: list[dict], chunk: int = CHUNK,
               heldout=None, device: str | torch.device = "cpu") -> dict:
     """The run's summary; `heldout` (falco.heldout.HeldoutJudges) adds the held-out figures,
     first in the summary. The white-box networks measure on `device` (the run's)."""
@@ -82,13 +82,13 @@ def summarize(run: RunDir, nets: Networks, prepped: Prepped, records: list[dict]
                      "skip_reasons": _count(r["reason"] for r in records if r["status"] != "ok")}
     if not ok:
         return summary
-    index = {e["id"]: k for k, e in enumerate(prepped.prepared.ok)}
+    index = {e["id"]: k for k, e in enumerate(stages.prepared.ok)}
     parts = []
     placed = on_device(device, nets.generator, nets.identity, nets.attributes, nets.detector)
     with Progress("summary: measure the outputs", len(ok)) as bar, placed:
         for s in range(0, len(ok), chunk):
             stop_point()  # SIGTERM/SIGINT: no summary.json; the re-run measures again
-            parts.append(_measure(run, nets, prepped, index, ok[s:s + chunk], heldout, device))
+            parts.append(_measure(run, nets, stages, index, ok[s:s + chunk], heldout, device))
             bar.update(len(ok[s:s + chunk]))
     if heldout is not None:
         identities = [r.get("identity") for r in ok]
@@ -136,17 +136,9 @@ def format_summary(s: dict) -> str:
             f"{idt['distance_mean']:.3f} (same person below {idt['same_person_below']})",
             f"  verified as original: {idt['verified_as_original']:.1%}   unrelated faces false-match: "
             + (f"{fm:.1%} over {idt['unrelated_pairs']} pairs" if fm is not None else "n/a"),
-            f"attributes [{att['network']}, WHITE-BOX] anonymized: {_fmt(att['anonymized'])}   "
-            f"paired fake before optimization: {_fmt(att['paired_fake_before'])}",
+            f"attributes [{att['network']}, WHITE-BOX] anonymized: {attribute_line(att['anonymized'])}   "
+            f"paired fake before optimization: {attribute_line(att['paired_fake_before'])}",
             f"detection rate of outputs (MTCNN): {s['detection_rate']:.1%}",
         ]
     return "\n".join(lines)
 
-
-def _fmt(d: dict) -> str:
-    parts = []
-    if "gender_agreement" in d:
-        parts.append(f"gender agreement {d['gender_agreement']:.1%}")
-    if "age_abs_diff" in d:
-        parts.append(f"|age diff| {d['age_abs_diff']:.1f} y")
-    return ", ".join(parts) or "n/a"

@@ -16,7 +16,7 @@ from falco.stages.cache import StageCache
 
 
 @pytest.fixture(scope="module")
-def prepped(tmp_path_factory):
+def stages(tmp_path_factory):
     g = load_dcgan()
     nets = Networks(g, load_dlib_recognizer(), load_age_gender(), None, FaceDetector(), "template")
     src = SyntheticSource(g, identities=8, seed=3)
@@ -34,13 +34,13 @@ def _batch(nets, p, ks):
     return t, init
 
 
-def test_batch_of_two_equals_two_runs_of_one(prepped):
+def test_batch_of_two_equals_two_runs_of_one(stages):
     """Per-image losses are summed, so images do not interact: the gradient of each image's
     latent is the same in a batch of 2 as alone (up to kernel reduction order, ~1e-6), and
     the latents after 5 Adam steps agree to 1e-4 relative (measured ~2e-5) with oneDNN's batch-size
     dependent conv algorithms switched off. (The optimization is chaotic: differences of
     1e-6 grow ~10x per step under oneDNN, so over 50 steps only bit-identical kernels agree.)"""
-    nets, p = prepped
+    nets, p = stages
     kw = dict(steps=5, margin_distance=0.75)
     with torch.backends.mkldnn.flags(enabled=False):
         t2, init2 = _batch(nets, p, [0, 1])
@@ -57,8 +57,8 @@ def test_batch_of_two_equals_two_runs_of_one(prepped):
     assert (moved[0] - both[0]).abs().max() / both[0].abs().max() > 1e-3
 
 
-def test_identity_moves_beyond_same_person_rule_and_attributes_hold(prepped):
-    nets, p = prepped
+def test_identity_moves_beyond_same_person_rule_and_attributes_hold(stages):
+    nets, p = stages
     ks = list(range(len(p.prepared.ok)))
     t, init = _batch(nets, p, ks)
     res = optimize_latents(nets.generator, nets.identity, nets.attributes, t, init, steps=50,

@@ -2,8 +2,8 @@
 
 `apply_keyed` runs after the cached stages and before the optimization: it loads the key,
 groups the originals into persons, derives each person's virtual identity from the key
-(falco/keyed/virtual.py), sets `prepped.virtual` (the pull target per image) and
-`prepped.virtual_init` (the virtual face's latent, where the optimization starts), and writes
+(falco/keyed/virtual.py), sets `stages.virtual` (the pull target per image) and
+`stages.virtual_init` (the virtual face's latent, where the optimization starts), and writes
 the enrolment (falco/keyed/auth.py) and the image -> person-token assignment to private/keyed/.
 The key itself is never stored, logged or passed on: only HMACs of it leave this package.
 """
@@ -17,7 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from ..data.imageio import atomic_write_text
 from ..device import device_of, on_device
-from ..pipeline import Networks, Prepped
+from ..pipeline import Networks, StageOutputs
 from ..rundir import RunDir
 from .auth import Authenticator, Enrolment, enrol, network_fingerprints
 from .config import KeyedMethodConfig, register_keyed, validate_keyed
@@ -39,13 +39,13 @@ def assignment_path(run: RunDir):
 
 
 @torch.no_grad()
-def describe_originals(prepped: Prepped, nets: Networks) -> tuple[torch.Tensor, torch.Tensor]:
+def describe_originals(stages: StageOutputs, nets: Networks) -> tuple[torch.Tensor, torch.Tensor]:
     """(n_ok, D) recognizer embeddings and (n_ok, A) attribute pairing features of the aligned
     originals, each network with its own landmark crop."""
     res, emb, att = nets.generator.resolution, [], []
-    ok = prepped.prepared.ok
+    ok = stages.prepared.ok
     for s in range(0, len(ok), BATCH):
-        images, lms = zip(*(prepped.prepared.get(e) for e in ok[s:s + BATCH]), strict=True)
+        images, lms = zip(*(stages.prepared.get(e) for e in ok[s:s + BATCH]), strict=True)
         x, lm = torch.stack(images).to(device_of(nets.identity)), torch.stack(lms).float().to(device_of(nets.identity))
         emb.append(nets.identity.embed(x, nets.identity.crop_theta(lm, (res, res))).float().cpu())
         att.append(nets.attributes.pairing_features(x, nets.attributes.crop_thetas(lm, (res, res))).float().cpu())
@@ -69,27 +69,27 @@ def _check_same_key(run: RunDir, key: SecretKey) -> None:
                          f"{Enrolment.load(path).key_id}, this key {key.key_id}); use a new run directory")
 
 
-def apply_keyed(prepped: Prepped, nets: Networks, method: KeyedMethodConfig, run: RunDir,
+def apply_keyed(stages: StageOutputs, nets: Networks, method: KeyedMethodConfig, run: RunDir,
                 device: str | torch.device = "cpu") -> Enrolment:
     """The networks compute on the run's `device`; every result lands on the CPU."""
     validate_keyed(method)
     key = load_key(method.key_file, method.key_env)
     _check_same_key(run, key)
-    ok = prepped.prepared.ok
+    ok = stages.prepared.ok
     with on_device(device, nets.generator, nets.identity, nets.attributes):
-        originals, original_attributes = describe_originals(prepped, nets)
+        originals, original_attributes = describe_originals(stages, nets)
         threshold = (method.cluster_threshold if method.cluster_threshold is not None
                      else nets.identity.same_person_below)
         labels = person_labels([e["id"] for e in ok], [e.get("identity") for e in ok], originals, nets.identity,
                                method.grouping, threshold, method.cluster_linkage)
         tokens = [person_token(key, lab) for lab in labels]
-        center = population_center(nets.generator, nets.identity, prepped.template, method.center_samples)
-        identities = virtual_identities(nets.generator, nets.identity, nets.attributes, prepped.template, key,
+        center = population_center(nets.generator, nets.identity, stages.template, method.center_samples)
+        identities = virtual_identities(nets.generator, nets.identity, nets.attributes, stages.template, key,
                                         tokens, originals, original_attributes, draw_rules(method, nets, center))
-    prepped.virtual = torch.stack([identities[t].target for t in tokens])  # (n_ok, D) pull targets
-    prepped.virtual_init = torch.stack([identities[t].latent for t in tokens])  # (n_ok, *shape) starts
+    stages.virtual = torch.stack([identities[t].target for t in tokens])  # (n_ok, D) pull targets
+    stages.virtual_init = torch.stack([identities[t].latent for t in tokens])  # (n_ok, *shape) starts
     enrolment = enrol(key, identities, dict(zip(tokens, labels, strict=True)), center, method.distinctiveness,
-                      prepped.template, network_fingerprints(nets.generator, nets.identity))
+                      stages.template, network_fingerprints(nets.generator, nets.identity))
     if getattr(rank_zero_only, "rank", 0) != 0:  # every DDP rank computes the same; one writes
         return enrolment
     enrolment.save(enrolment_path(run))

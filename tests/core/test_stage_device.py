@@ -72,23 +72,23 @@ def staged(tmp_path_factory):
                          "attributes": nets.attributes, "detector": nets.detector.mtcnn})
     knobs = StageKnobs(pool_size=32, frame_samples=16, batch=BATCH)
     try:
-        prepped = run_stages(nets, parts["source"], StageCache(tmp_path_factory.mktemp("cache")), knobs,
+        stages = run_stages(nets, parts["source"], StageCache(tmp_path_factory.mktemp("cache")), knobs,
                              device=torch.device("cpu"))
     finally:
         forwards.remove()
-    return nets, prepped, forwards
+    return nets, stages, forwards
 
 
 def test_every_stage_network_computes_on_the_run_device_in_bounded_batches(staged):
-    nets, prepped, forwards = staged
-    assert len(prepped.prepared.ok) > BATCH  # the dataset is larger than a batch
+    nets, stages, forwards = staged
+    assert len(stages.prepared.ok) > BATCH  # the dataset is larger than a batch
     # Every network ran (generator: frame, fake pool; inversion; attributes: pool and pairing
     # features; MTCNN: frame, prepare, pool), and each forward's inputs and weights were all on cpu.
     nets_run = ("generator", "inversion", "attributes", "detector")
     assert forwards.devices() == {n: {torch.device("cpu")} for n in nets_run}
     for name in ("generator", "inversion", "attributes"):
         assert forwards.largest_batch(name) == BATCH  # the pool (32) and the dataset in batches
-    cached = [prepped.inversion, prepped.template, prepped.pair_index, prepped.pair_similarity, *prepped.pool.values()]
+    cached = [stages.inversion, stages.template, stages.pair_index, stages.pair_similarity, *stages.pool.values()]
     assert all(t.device.type == "cpu" for t in cached)
     # Afterwards the networks are where they were before the stages.
     assert {p.device for net in (nets.generator, nets.inversion, nets.attributes) for p in net.parameters()} \
@@ -96,16 +96,16 @@ def test_every_stage_network_computes_on_the_run_device_in_bounded_batches(stage
 
 
 def test_the_summary_computes_on_the_run_device(staged, tmp_path):
-    nets, prepped, _ = staged
+    nets, stages, _ = staged
     run = RunDir(tmp_path / "run")
     records = []
-    for k, entry in enumerate(prepped.prepared.ok):  # the originals themselves as the released images
-        write_png_clean(run.image_path(f"p{k}", "png"), to_uint8(prepped.prepared.get(entry)[0]))
+    for k, entry in enumerate(stages.prepared.ok):  # the originals themselves as the released images
+        write_png_clean(run.image_path(f"p{k}", "png"), to_uint8(stages.prepared.get(entry)[0]))
         records.append({"id": entry["id"], "status": "ok", "pseudonym": f"p{k}", "identity": entry["identity"]})
     forwards = Forwards({"generator": nets.generator, "identity": nets.identity, "attributes": nets.attributes,
                          "detector": nets.detector.mtcnn})
     try:
-        summary = summarize(run, nets, prepped, records, chunk=BATCH, device="cpu")
+        summary = summarize(run, nets, stages, records, chunk=BATCH, device="cpu")
     finally:
         forwards.remove()
     assert forwards.devices() == {n: {torch.device("cpu")} for n in ("generator", "identity", "attributes", "detector")}
@@ -116,14 +116,14 @@ def test_the_summary_computes_on_the_run_device(staged, tmp_path):
 def test_batched_stage_inputs_go_to_the_device(staged):
     """The batches of the invert and pairing stages go where the device says, results to the CPU
     (the meta device stands in for an accelerator: no data, but a device of its own)."""
-    _, prepped, _ = staged
+    _, stages, _ = staged
     seen = []
 
     def fn(x, lm):
         seen.append((x.device.type, lm.device.type, len(x)))
         return torch.ones(len(x), 2)
 
-    out = _batched(fn, prepped.prepared, 3, "test", device="meta")
-    n = len(prepped.prepared.ok)
+    out = _batched(fn, stages.prepared, 3, "test", device="meta")
+    n = len(stages.prepared.ok)
     assert out.shape == (n, 2) and out.device.type == "cpu"
     assert [s[:2] for s in seen] == [("meta", "meta")] * len(seen) and max(s[2] for s in seen) == 3
