@@ -16,6 +16,7 @@ loggers at Lightning's count of completed predict batches (`self.log` is not ava
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -31,6 +32,10 @@ from .quirks import official_range
 from .seeds import stream_seed
 from .stopping import check as stop_point
 from .views import draw
+
+
+def _stop_only(step: int, n: int) -> None:
+    stop_point()  # SIGTERM/SIGINT: abandon the batch between steps
 
 
 class AnonymizeDataset(Dataset):
@@ -113,11 +118,27 @@ class AnonymizerModule(pl.LightningModule):
         size = len(batch["index"])
         # a batch larger than memory allows goes in parts; batch-invariant: parts of one image
         chunk = 1 if self.batch_invariant else min(size, self.images_in_flight())
-        parts = [self._anonymize({k: v[s:s + chunk] for k, v in batch.items()}) for s in range(0, size, chunk)]
+        parts = [self._anonymize({k: v[s:s + chunk] for k, v in batch.items()}, self._progress(s, size))
+                 for s in range(0, size, chunk)]
         out = {k: torch.cat([p[k] for p in parts], dim=1 if k == "history" else 0) for k in parts[0]}
         return {"index": batch["index"], **out, "seconds_per_image": (time.perf_counter() - t0) / size}
 
-    def _anonymize(self, batch: dict) -> dict:
+    def _progress(self, offset: int, size: int) -> Callable[[int, int], None]:
+        """The per-step hook of the images batch[offset:offset + n] of a batch of `size`: stops at
+        a requested signal, and tells progress callbacks (falco/progress.py PredictProgress) how
+        far the batch is: offset + n * (step + 1) / steps images of it."""
+        listeners = [] if self._trainer is None else [
+            cb.on_optimization_step for cb in self.trainer.callbacks if hasattr(cb, "on_optimization_step")]
+        steps = self.method.steps
+
+        def hook(step: int, n: int) -> None:
+            stop_point()  # SIGTERM/SIGINT: abandon the batch between steps
+            for listen in listeners:
+                listen(offset + n * (step + 1) / steps,
+                       f"batch: step {step + 1}/{steps} of images {offset + 1}-{offset + n}/{size}")
+        return hook
+
+    def _anonymize(self, batch: dict, on_step: Callable[[int, int], None] | None = None) -> dict:
         """Targets, the latent optimization, the final images and distances of these images."""
         m, res = self.method, self.generator.resolution
         lm = batch["landmarks"].float()
@@ -137,7 +158,7 @@ class AnonymizerModule(pl.LightningModule):
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
                 attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
                 scaler=self._fresh_scaler(), exact=self.batch_invariant,
-                on_step=lambda _: stop_point())  # SIGTERM/SIGINT: abandon the batch between steps
+                on_step=lambda step: (on_step or _stop_only)(step, len(lm)))
         latents = result.latents.detach().float()  # what is saved, and what the release image renders
         images, final = self._render(latents, batch["image"], lm)
         return {"latents": latents, "images": images, "history": result.history,

@@ -8,7 +8,8 @@ runs (a background heartbeat, so a batch that takes minutes still leaves a line)
 one when it ends or is stopped. Only the first process of a multi-process run reports.
 
 `PredictProgress` is the Lightning callback that reports the images `trainer.predict` has
-optimized, across its batches.
+optimized, across its batches, and inside a batch the optimization step it is at (a batch of
+many images can take minutes: its lines show the steps moving and an ETA that counts them).
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ class Progress:
         self.interval_s = INTERVAL_S if interval_s is None else interval_s
         self.clock = clock
         self.done = initial
+        self.partial, self.note = 0.0, ""  # work of the unit in progress (e.g. steps of a batch), and what it is
         self.enabled = rank_zero_only.rank == 0 if enabled is None else enabled
         tty = bool(getattr(self.stream, "isatty", lambda: False)()) if tty is None else tty
         self.start = self.last = clock()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._bar = None
+        self._bar_note_at = -float("inf")
         if not self.enabled:
             return
         if tty:
@@ -80,10 +83,22 @@ class Progress:
         """n more done; prints a line when the interval has passed since the last one."""
         with self._lock:
             self.done += n
+            self.partial, self.note = 0.0, ""
         if self._bar is not None:
             self._bar.update(n)
         elif self.enabled:
             self._maybe_line()
+
+    def set_partial(self, units: float, note: str = "") -> None:
+        """Work done inside units not yet counted (e.g. a batch of images half way through its
+        optimization steps): it counts toward the rate and the ETA, and `note` says where it is.
+        No line is printed for it: the heartbeat's next line shows it (a batch that takes minutes
+        still shows it moving); `update` clears it."""
+        with self._lock:
+            self.partial, self.note = max(0.0, float(units)), note
+        if self._bar is not None and self.clock() - self._bar_note_at >= 0.5:
+            self._bar_note_at = self.clock()
+            self._bar.set_postfix_str(note)
 
     def close(self, error: BaseException | None = None) -> None:
         """The last line: done (with the time taken), or stopped / failed where it got to."""
@@ -104,12 +119,14 @@ class Progress:
     def line(self) -> str:
         """The current plain line: done/total, percentage, rate and ETA (when known)."""
         elapsed = self.clock() - self.start
-        parts = [self._count()]
-        new = self.done - self.initial
+        with self._lock:
+            partial, note = self.partial, self.note
+        parts = [self._count()] + ([note] if note else [])
+        new = self.done + partial - self.initial
         if new > 0 and elapsed > 0:
-            parts.append(self._rate(elapsed))
+            parts.append(self._rate(elapsed, partial))
             if self.total is not None:
-                parts.append(f"ETA {clock_text((self.total - self.done) * elapsed / new)}")
+                parts.append(f"ETA {clock_text(max(0.0, self.total - self.done - partial) * elapsed / new)}")
         return ", ".join(parts)
 
     def __enter__(self) -> Progress:
@@ -127,8 +144,8 @@ class Progress:
         pct = f" ({self.done / self.total:.0%})" if self.total else ""
         return f"{self._amount(self.done)}/{self._amount(self.total)} {self.unit}{pct}"
 
-    def _rate(self, elapsed: float) -> str:
-        rate = (self.done - self.initial) / self.scale / elapsed
+    def _rate(self, elapsed: float, partial: float = 0.0) -> str:
+        rate = (self.done + partial - self.initial) / self.scale / elapsed
         return f"{rate:.0f} {self.unit}/s" if rate >= 100 else f"{rate:.3g} {self.unit}/s"
 
     def _maybe_line(self) -> None:
@@ -168,6 +185,12 @@ class PredictProgress(pl.Callback):
                              batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.bar is not None:
             self.bar.update(len(batch["index"]))
+
+    def on_optimization_step(self, images_done: float, note: str) -> None:
+        """Called by the module after each optimization step: `images_done` of the current batch
+        (fractional: images times the share of their steps done), `note` where the batch is."""
+        if self.bar is not None:
+            self.bar.set_partial(images_done, note)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._close(None)

@@ -20,6 +20,9 @@ LAYOUT = {torch.float32: (torch.int32, 0x7F800000, 0x007FFFFF),
           torch.bfloat16: (torch.int16, 0x7F80, 0x007F)}
 
 
+SIGN = {torch.float32: -(1 << 31), torch.float64: -(1 << 63), torch.float16: -(1 << 15), torch.bfloat16: -(1 << 15)}
+
+
 def subnormal(tensor: torch.Tensor) -> torch.Tensor:
     """Where the tensor holds a subnormal number (exponent bits 0, mantissa not 0)."""
     as_int, exponent, mantissa = LAYOUT[tensor.dtype]
@@ -29,7 +32,8 @@ def subnormal(tensor: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def flush_denormals(module: nn.Module) -> int:
-    """Set every subnormal entry of the module's floating parameters and buffers to 0 (in place);
+    """Set every subnormal entry of the module's floating parameters and buffers to zero of the
+    same sign (in place);
     returns how many there were."""
     flushed = 0
     for tensor in [*module.parameters(), *module.buffers()]:
@@ -37,7 +41,9 @@ def flush_denormals(module: nn.Module) -> int:
             continue
         tiny = subnormal(tensor)
         count = int(tiny.sum())
-        if count:
-            tensor.masked_fill_(tiny, 0.0)
+        if count:  # a signed zero, as flush-to-zero arithmetic makes it: the result is the same
+            # whether the loader's own arithmetic ran with flush-to-zero on (then it made -0.0)
+            bits = tensor.view(LAYOUT[tensor.dtype][0])
+            bits.copy_(torch.where(tiny, bits & SIGN[tensor.dtype], bits))
             flushed += count
     return flushed

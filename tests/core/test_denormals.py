@@ -24,14 +24,29 @@ def test_flush_zeroes_subnormals_only():
         conv.bias.view(torch.int32).fill_(0x80001BD4 - 2**32)  # -1e-41
     assert flush_denormals(conv) == 3
     assert conv.weight.view(-1).view(torch.int32).tolist()[2:] == [0x00A35D4E, 0x3F000000]  # kept
-    assert conv.weight.view(-1)[:2].abs().view(torch.int32).tolist() == [0, 0]
-    assert conv.bias.abs().view(torch.int32).item() == 0
+    negative_zero = 0x80000000 - 2**32  # each becomes a zero of its own sign, as flush-to-zero makes it
+    assert conv.weight.view(-1)[:2].view(torch.int32).tolist() == [0, negative_zero]
+    assert conv.bias.view(torch.int32).item() == negative_zero
     assert flush_denormals(conv) == 0
 
 
 def test_loaded_attribute_nets_hold_no_subnormals():
     net = load_age_gender()  # its published weights hold 6,812 subnormals
     assert all(int(subnormal(p).sum()) == 0 for p in net.parameters())
+
+
+def test_loaded_weights_do_not_depend_on_the_float_mode_at_load():
+    """The converter's arithmetic flushes some subnormals itself when flush-to-zero is on (to a
+    signed zero): the loaded weights, hence the stage cache keys, are the same bits either way."""
+    mode = torch.set_flush_denormal(True)
+    try:
+        on = load_age_gender().state_dict()
+        torch.set_flush_denormal(False)
+        off = load_age_gender().state_dict()
+    finally:
+        torch.set_flush_denormal(True)
+    assert on.keys() == off.keys() and mode
+    assert all(torch.equal(on[k].view(torch.int32), off[k].view(torch.int32)) for k in on if on[k].dtype == torch.float32)
 
 
 def test_importing_the_library_flushes_subnormal_results():

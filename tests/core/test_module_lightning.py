@@ -157,3 +157,25 @@ def test_per_batch_losses_reach_the_csv_logger_at_lightnings_batch_count(tmp_pat
     summary = [r for r in rows if r.get("summary/identity/verified_as_original")]
     assert len(summary) == 1 and int(summary[0]["step"]) == 3  # after the batches
     assert not hasattr(m, "batches_done")
+
+
+class StepRecorder(pl.Callback):
+    """Records what the module reports after each optimization step."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[float, str]] = []
+
+    def on_optimization_step(self, images_done: float, note: str) -> None:
+        self.seen.append((images_done, note))
+
+
+def test_each_optimization_step_reports_how_far_its_batch_is():
+    """A batch of 4 optimized 2 at a time: after step k of the part starting at image o, the batch
+    is o + 2 * k / steps images done (what the progress lines and their ETA count)."""
+    rec = StepRecorder()
+    t = trainer(precision="32-true", callbacks=[rec])
+    t.predict(module(max_in_flight=2), DataLoader(Items(4), batch_size=4))
+    steps = METHOD.steps
+    assert [d for d, _ in rec.seen] == pytest.approx([o + 2 * k / steps for o in (0, 2) for k in range(1, steps + 1)])
+    assert rec.seen[0][1] == f"batch: step 1/{steps} of images 1-2/4"
+    assert rec.seen[-1][1] == f"batch: step {steps}/{steps} of images 3-4/4"

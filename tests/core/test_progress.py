@@ -176,3 +176,17 @@ def test_scaled_and_resumed_counts():
     clock.t += 2
     bar.update(1_000_000)
     assert _lines(out)[-1] == "[progress] a.pt: 6.0/10.0 MB (60%), 0.5 MB/s, ETA 0:00:08"
+
+
+def test_work_inside_a_batch_counts_toward_rate_and_eta_until_the_batch_ends():
+    """A batch half way through its steps: the line says where it is, and its share of the work
+    makes the rate and the ETA move before any image is done; `update` then counts whole images."""
+    clock, out = FakeClock(), io.StringIO()
+    bar = Progress("optimize", 16, stream=out, clock=clock, heartbeat=False, interval_s=30, enabled=True)
+    clock.t += 40
+    bar.set_partial(4.0, "batch: step 100/200 of images 1-8/16")
+    assert len(_lines(out)) == 1  # no line of its own: the heartbeat shows it
+    assert bar.line() == "0/16 images (0%), batch: step 100/200 of images 1-8/16, 0.1 images/s, ETA 0:02:00"
+    clock.t += 40
+    bar.update(8)
+    assert bar.line() == "8/16 images (50%), 0.1 images/s, ETA 0:01:20"  # the partial work is cleared
