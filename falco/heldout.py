@@ -131,6 +131,16 @@ def load_heldout(recognizers: tuple[str, ...] | list[str] = RECOGNIZERS, *, dete
     return out
 
 
+def judge_fingerprints(judges: HeldoutJudges) -> dict[str, str]:
+    """name -> the judge's type and weight hash: what a cache of their measurements depends on."""
+    from .stages.cache import module_fingerprint
+
+    nets = {**judges.recognizers, **{f"attributes/{k}": v for k, v in judges.attributes.items()}}
+    if judges.detector is not None:
+        nets["detector"] = judges.detector
+    return {k: f"{type(v).__name__}:{module_fingerprint(v, all_buffers=True)}" for k, v in nets.items()}
+
+
 def attacker_landmarks(detections: list, fallback: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,5,2) landmarks of the attacker's own detections and (N,) bool "found". Images without a
     detection get the median detected landmarks (or `fallback` rows when nothing was found)."""
@@ -197,21 +207,24 @@ def diversity(anonymized: torch.Tensor, originals: torch.Tensor, identities: lis
 
 def measure_chunk(judges: HeldoutJudges, chunk: dict[str, torch.Tensor]) -> dict:
     """Detections, embeddings (both protocols) and attribute predictions of one chunk of images."""
-    x, y, lm = chunk["originals"], chunk["anonymized"], chunk["landmarks"].float()
-    sets = {"anonymized": y, **{k: v for k, v in chunk.items() if k not in ("originals", "anonymized", "landmarks")}}
+    inputs = {k: v for k, v in chunk.items() if k != "anonymized"}
+    return {**measure_inputs(judges, inputs), **measure_outputs(judges, chunk["anonymized"], chunk["landmarks"])}
+
+
+def measure_inputs(judges: HeldoutJudges, chunk: dict[str, torch.Tensor]) -> dict:
+    """What the judges measure of the inputs alone ("originals", "landmarks" and any other image
+    set judged for attributes, e.g. "paired_fake"; the mirrored originals are added): it does
+    not depend on the anonymized images, so a run caches it (falco/summary.py)."""
+    x, lm = chunk["originals"], chunk["landmarks"].float()
+    sets = {k: v for k, v in chunk.items() if k not in ("originals", "landmarks")}
     if judges.attributes:  # each judge's own ceiling: how often it agrees with itself on the mirrored original
         sets["original_mirrored"] = x.flip(-1)
     det_x = judges.detector.detect_tensor(x) if judges.detector else [None] * len(x)
     lm_x, found_x = attacker_landmarks(det_x, lm)
     out: dict[str, Any] = {"found_x": found_x}
     for key, images in sets.items():
-        det = judges.detector.detect_tensor(images) if judges.detector else [None] * len(x)
-        lm_att, found = attacker_landmarks(det, lm)
+        det, lm_att, found = _attacker_view(judges, images, lm)
         out[f"found_{key}"] = found
-        if key == "anonymized":
-            for name, j in judges.recognizers.items():
-                out[f"emb/{name}/y_attacker"] = embed(j, images, lm_att)
-                out[f"emb/{name}/y_landmarks"] = embed(j, images, lm)
         for name, a in judges.attributes.items():
             out[f"attr/{name}/{key}"] = _predict(a, images, boxes_of(det, lm_att))
     for name, j in judges.recognizers.items():
@@ -222,12 +235,36 @@ def measure_chunk(judges: HeldoutJudges, chunk: dict[str, torch.Tensor]) -> dict
     return out
 
 
-def _cat(parts: list[dict]) -> dict:
-    out = {}
-    for k, v in parts[0].items():
-        out[k] = ({n: torch.cat([p[k][n] for p in parts]) for n in v} if isinstance(v, dict)
-                  else torch.cat([p[k] for p in parts]))
+def measure_outputs(judges: HeldoutJudges, anonymized: torch.Tensor, landmarks: torch.Tensor) -> dict:
+    """What the judges measure of the anonymized images (landmarks: the originals' points)."""
+    lm = landmarks.float()
+    det, lm_att, found = _attacker_view(judges, anonymized, lm)
+    out: dict[str, Any] = {"found_anonymized": found}
+    for name, j in judges.recognizers.items():
+        out[f"emb/{name}/y_attacker"] = embed(j, anonymized, lm_att)
+        out[f"emb/{name}/y_landmarks"] = embed(j, anonymized, lm)
+    for name, a in judges.attributes.items():
+        out[f"attr/{name}/anonymized"] = _predict(a, anonymized, boxes_of(det, lm_att))
     return out
+
+
+def _attacker_view(judges: HeldoutJudges, images: torch.Tensor, landmarks: torch.Tensor) -> tuple[list, torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """The attacker's own detections of these images, their landmarks and which were found."""
+    det = judges.detector.detect_tensor(images) if judges.detector else [None] * len(images)
+    lm_att, found = attacker_landmarks(det, landmarks)
+    return det, lm_att, found
+
+
+def select_rows(measures: dict, rows: torch.Tensor) -> dict:
+    """These rows of every tensor of a (nested) dict of measurements."""
+    return {k: select_rows(v, rows) if isinstance(v, dict) else v[rows] for k, v in measures.items()}
+
+
+def concat(parts: list[dict]) -> dict:
+    """(Nested) dicts of measurements of consecutive chunks as one."""
+    return {k: concat([p[k] for p in parts]) if isinstance(v, dict) else torch.cat([p[k] for p in parts])
+            for k, v in parts[0].items()}
 
 
 def recognizer_report(name: str, judge: IdentityEncoder, m: dict, identities: list, has_identities: bool,
@@ -301,7 +338,7 @@ def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | Non
     """The report from `measure_chunk` outputs, in dataset order."""
     if not parts:
         raise ValueError("no image to judge")
-    m = _cat(parts)
+    m = concat(parts)
     n = len(m["found_x"])
     has_identities = identities is not None
     ident = list(identities) if has_identities else list(range(n))

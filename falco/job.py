@@ -104,7 +104,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
     if method.faithful_quirks:  # the official code's defects, for matching the paper (falco/quirks.py)
         apply_network_quirks(nets.attributes)
         knobs = replace(knobs, keep_unaligned=True)
-    stages = run_stages(nets, source, StageCache(cache_dir), knobs, device)
+    cache = StageCache(cache_dir)
+    stages = run_stages(nets, source, cache, knobs, device)
     if stages_only:  # warm the shared cache once, before array jobs or DDP ranks each compute it
         return JobResult(run, {"stage_keys": stages.keys, "stages_reused": stages.reused}, 0, 0)
     if not stages.prepared.ok:
@@ -145,7 +146,8 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
                                rebuild=shard is None)
         result.skipped = sum(r["status"] != "ok" for r in records)
         if summary:
-            result.summary = summarize(run, nets, stages, records, chunk=batch_size, heldout=heldout, device=device)
+            result.summary = summarize(run, nets, stages, records, chunk=batch_size, heldout=heldout, device=device,
+                                       cache=cache)
             result.summary["stage_keys"], result.summary["stages_reused"] = stages.keys, stages.reused
             atomic_write_text(run.root / "summary.json", json.dumps(result.summary, indent=1))
             _log_summary(trainer, result.summary)

@@ -16,15 +16,19 @@ The images are read through the run directory's reader (falco/rundir.py RunReade
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from .agreement import gender_age_agreement
 from .detect import detection_rate
 from .device import on_device
-from .heldout import attribute_line, format_heldout, measure_chunk, report_from
+from .heldout import (attribute_line, concat, format_heldout, judge_fingerprints, measure_inputs, measure_outputs,
+                      report_from, select_rows)
 from .pipeline import Networks, StageOutputs
 from .progress import Progress
 from .rundir import RunDir
+from .stages.cache import StageCache
 from .stopping import check as stop_point
 
 CHUNK = 64  # images per forward pass: the summary's memory does not grow with the dataset
@@ -49,33 +53,79 @@ def _unrelated_pairs(identities: list[str | None], limit: int = 20000) -> tuple[
     return i[keep], j[keep]
 
 
-def _measure(run: RunDir, nets: Networks, stages: StageOutputs, index: dict[str, int], ok: list[dict],
-             heldout=None, device: str | torch.device = "cpu") -> dict:
-    """Embeddings, identity distances, attribute predictions and detections for a chunk of records
-    (and the held-out judges' measurements, under "heldout"), computed on `device`, kept on the CPU."""
+def _inputs_chunk(nets: Networks, stages: StageOutputs, s: int, chunk: int, heldout, device) -> dict:
+    """The inputs' measurements of the prepared entries s .. s + chunk (computed on `device`,
+    kept on the CPU): originals' landmarks and white-box embeddings and attribute predictions,
+    the paired fakes' predictions, and the held-out judges' measurements of both."""
     res = nets.generator.resolution
-    x, lm = run.originals(ok, stages.prepared)
-    y = run.anonymized(ok)
-    z = torch.stack([stages.pool["latents"][stages.pair_index[index[r["id"]]]] for r in ok])
-    x, lm, y, z = (t.to(device) for t in (x, lm, y, z))
+    images, landmarks = zip(*(stages.prepared.get(e) for e in stages.prepared.ok[s:s + chunk]), strict=True)
+    x, lm = torch.stack(images).to(device), torch.stack(landmarks).float().to(device)
+    z = stages.pool["latents"][stages.pair_index[s:s + chunk]].to(device)
     with torch.no_grad():
         f = nets.generator.synthesize(z).float()
         theta = nets.identity.crop_theta(lm, (res, res))
         thetas = nets.attributes.crop_thetas(lm, (res, res))
-        e_x, e_y = nets.identity.embed(x, theta).float(), nets.identity.embed(y, theta).float()
-        p_x, p_y, p_f = ({k: v.cpu() for k, v in nets.attributes.predict(t, thetas).items()} for t in (x, y, f))
-    out = {"e_x": e_x.cpu(), "d": nets.identity.distance(e_y, e_x).cpu(), "p_x": p_x, "p_y": p_y, "p_f": p_f,
-           "detections": nets.detector.detect_tensor(y)}
+        p_x, p_f = ({k: v.float().cpu() for k, v in nets.attributes.predict(t, thetas).items()} for t in (x, f))
+        out = {"landmarks": lm.cpu(), "e_x": nets.identity.embed(x, theta).float().cpu(), "p_x": p_x, "p_f": p_f}
     if heldout is not None:  # the judges take CPU tensors to their own device
-        out["heldout"] = measure_chunk(heldout, {"originals": x.cpu(), "anonymized": y.cpu(), "landmarks": lm.cpu(),
-                                                 "paired_fake": f.cpu()})
+        out["heldout"] = measure_inputs(heldout, {"originals": x.cpu(), "landmarks": lm.cpu(), "paired_fake": f.cpu()})
+    return out
+
+
+def judged_inputs(nets: Networks, stages: StageOutputs, heldout=None, cache: StageCache | None = None,
+                  chunk: int = CHUNK, device: str | torch.device = "cpu") -> dict:
+    """Every measurement of the inputs (`_inputs_chunk`), one row per prepared entry, in its order.
+
+    They depend on the originals, their paired fakes and the judges only, not on the anonymized
+    images: with `cache`, a cached stage ("judged_inputs", keyed by the prepare, fake pool and
+    pairing stages and every judge's weights), so a second run on the same data measures only
+    its outputs. Its key and whether it was reused join `stages.keys` / `stages.reused`."""
+    n = len(stages.prepared.ok)
+
+    def compute() -> dict:
+        parts = []
+        with Progress("summary: judge the inputs", n) as bar:
+            for s in range(0, n, chunk):
+                stop_point()  # SIGTERM/SIGINT: nothing of the stage is cached
+                parts.append(_inputs_chunk(nets, stages, s, chunk, heldout, device))
+                bar.update(len(parts[-1]["e_x"]))
+        return concat(parts)
+
+    needed = ("prepare", "fakepool", "pairing")
+    if cache is None or any(k not in stages.keys for k in needed):
+        return compute()
+    fp = nets.fingerprints()
+    spec = {**{k: stages.keys[k] for k in needed}, **{k: fp[k] for k in ("generator", "identity", "attributes")},
+            "heldout": None if heldout is None else judge_fingerprints(heldout)}
+
+    def store(out: Path) -> None:
+        torch.save(compute(), out / "inputs.pt")
+
+    path, stages.keys["judged_inputs"], stages.reused["judged_inputs"] = cache.get_or_compute("judged_inputs", spec, store)
+    return torch.load(path / "inputs.pt", weights_only=True)
+
+
+def _outputs_chunk(run: RunDir, nets: Networks, ok: list[dict], landmarks: torch.Tensor, e_x: torch.Tensor,
+                   heldout, device) -> dict:
+    """The anonymized images' measurements of these records (white-box identity distance to
+    their originals' embeddings e_x, attribute predictions, detections, held-out judges')."""
+    res = nets.generator.resolution
+    y, lm = run.anonymized(ok).to(device), landmarks.to(device)
+    with torch.no_grad():
+        e_y = nets.identity.embed(y, nets.identity.crop_theta(lm, (res, res))).float()
+        p_y = {k: v.float().cpu() for k, v in nets.attributes.predict(y, nets.attributes.crop_thetas(lm, (res, res))).items()}
+        out = {"d": nets.identity.distance(e_y, e_x.to(device)).cpu(), "p_y": p_y,
+               "detections": nets.detector.detect_tensor(y)}
+    if heldout is not None:
+        out["heldout"] = measure_outputs(heldout, y.cpu(), lm.cpu())
     return out
 
 
 def summarize(run: RunDir, nets: Networks, stages: StageOutputs, records: list[dict], chunk: int = CHUNK,
-              heldout=None, device: str | torch.device = "cpu") -> dict:
+              heldout=None, device: str | torch.device = "cpu", cache: StageCache | None = None) -> dict:
     """The run's summary; `heldout` (falco.heldout.HeldoutJudges) adds the held-out figures,
-    first in the summary. The white-box networks measure on `device` (the run's)."""
+    first in the summary. The white-box networks measure on `device` (the run's); `cache` keeps
+    the inputs' measurements between runs (`judged_inputs`)."""
     ok = [r for r in records if r["status"] == "ok"]
     summary: dict = {"images": len(records), "done": len(ok),
                      "skipped": len(records) - len(ok),
@@ -83,20 +133,26 @@ def summarize(run: RunDir, nets: Networks, stages: StageOutputs, records: list[d
     if not ok:
         return summary
     index = {e["id"]: k for k, e in enumerate(stages.prepared.ok)}
-    parts = []
     placed = on_device(device, nets.generator, nets.identity, nets.attributes, nets.detector)
-    with Progress("summary: measure the outputs", len(ok)) as bar, placed:
-        for s in range(0, len(ok), chunk):
-            stop_point()  # SIGTERM/SIGINT: no summary.json; the re-run measures again
-            parts.append(_measure(run, nets, stages, index, ok[s:s + chunk], heldout, device))
-            bar.update(len(ok[s:s + chunk]))
+    with placed:
+        inputs = judged_inputs(nets, stages, heldout, cache, chunk, device)
+        parts = []
+        with Progress("summary: measure the outputs", len(ok)) as bar:
+            for s in range(0, len(ok), chunk):
+                stop_point()  # SIGTERM/SIGINT: no summary.json; the re-run measures again
+                rows = torch.tensor([index[r["id"]] for r in ok[s:s + chunk]])
+                parts.append(_outputs_chunk(run, nets, ok[s:s + chunk], inputs["landmarks"][rows],
+                                            inputs["e_x"][rows], heldout, device))
+                bar.update(len(rows))
+    rows = torch.tensor([index[r["id"]] for r in ok])
     if heldout is not None:
         identities = [r.get("identity") for r in ok]
-        summary["heldout"] = report_from(heldout, [p["heldout"] for p in parts],
+        measured = {**select_rows(inputs["heldout"], rows), **concat([p["heldout"] for p in parts])}
+        summary["heldout"] = report_from(heldout, [measured],
                                          identities if all(i is not None for i in identities) else None)
-    e_x, d = torch.cat([p["e_x"] for p in parts]), torch.cat([p["d"] for p in parts])
-    p_x, p_y, p_f = ({n: torch.cat([p[key][n] for p in parts]) for n in parts[0][key]}
-                     for key in ("p_x", "p_y", "p_f"))
+    e_x, d = inputs["e_x"][rows], torch.cat([p["d"] for p in parts])
+    p_x, p_f = ({n: t[rows] for n, t in inputs[key].items()} for key in ("p_x", "p_f"))
+    p_y = {n: torch.cat([p["p_y"][n] for p in parts]) for n in parts[0]["p_y"]}
     detections = [det for p in parts for det in p["detections"]]
     with torch.no_grad():
         i, j = _unrelated_pairs([r.get("identity") for r in ok])

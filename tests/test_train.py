@@ -71,6 +71,10 @@ def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
     third = run(cfg, str(out))
     assert third.processed == 2 and third.done_before == 2
     assert third.summary["stages_reused"] == {k: True for k in third.summary["stages_reused"]}
+    # The inputs' measurements came from the cache (judged_inputs), and give the first run's figures.
+    assert third.summary["stages_reused"]["judged_inputs"] and s["stages_reused"]["judged_inputs"] is False
+    assert json.dumps(third.summary["heldout"]) == json.dumps(s["heldout"])
+    assert third.summary["attributes"] == s["attributes"] and third.summary["identity"] == s["identity"]
 
 
 def _slot(item_id):

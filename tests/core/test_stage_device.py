@@ -113,6 +113,38 @@ def test_the_summary_computes_on_the_run_device(staged, tmp_path):
     assert summary["identity"]["distance_mean"] < 1e-3  # each image is its own original
 
 
+def test_the_inputs_measurements_are_a_cached_stage_that_changes_nothing(staged, tmp_path):
+    """judged_inputs: computed once per data and judges, reused by the next run's summary, and
+    the summary is the same with or without it."""
+    nets, stages, _ = staged
+    run = RunDir(tmp_path / "run")
+    records = []
+    for k, entry in enumerate(stages.prepared.ok[:5]):  # some of the dataset: rows picked by id
+        write_png_clean(run.image_path(f"p{k}", "png"), to_uint8(stages.prepared.get(entry)[0].flip(-1)))
+        records.append({"id": entry["id"], "status": "ok", "pseudonym": f"p{k}", "identity": entry["identity"]})
+    cache = StageCache(tmp_path / "cache")
+    plain = summarize(run, nets, stages, records[::-1], chunk=2)
+    first = summarize(run, nets, stages, records[::-1], chunk=2, cache=cache)
+    assert stages.reused["judged_inputs"] is False
+    second = summarize(run, nets, stages, records, chunk=BATCH, cache=cache)
+    assert stages.reused["judged_inputs"] is True and len(list((tmp_path / "cache" / "judged_inputs").iterdir())) == 1
+    for other in (first, second):  # chunks of other sizes: batched rounding only
+        for block in ("identity", "attributes"):
+            a, b = _flat(other[block]), _flat(plain[block])
+            numbers = {k for k, v in b.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            assert a.keys() == b.keys() and {k: a[k] for k in b.keys() - numbers} == {k: b[k] for k in b.keys() - numbers}
+            assert {k: a[k] for k in numbers} == pytest.approx({k: b[k] for k in numbers}, rel=1e-5, abs=1e-6)
+    assert plain["identity"]["distance_mean"] > 1e-3  # mirrored outputs: a real distance was measured
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Nested numbers as one flat dict (pytest.approx compares flat ones)."""
+    out = {}
+    for k, v in tree.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def test_batched_stage_inputs_go_to_the_device(staged):
     """The batches of the invert and pairing stages go where the device says, results to the CPU
     (the meta device stands in for an accelerator: no data, but a device of its own)."""
