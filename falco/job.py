@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from .config import MethodConfig, validate
 from .data.imageio import atomic_write_text
 from .device import resolve_device
-from .module import AnonymizeDataset, AnonymizerModule
+from .module import AnonymizeDataset, AnonymizerModule, RankShare
 from .pipeline import Networks, StageOutputs, StageKnobs, run_stages
 from .progress import PredictProgress
 from .quirks import apply_network_quirks
@@ -28,6 +28,7 @@ from .rundir import RunDir
 from .seeds import stream_seed
 from .stages.cache import StageCache, code_version
 from .stages.prepare import Source
+from .stopping import raise_if_requested
 from .summary import format_summary, summarize
 from .writer import RecordWriter
 
@@ -129,14 +130,19 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         module = AnonymizerModule(nets.generator, nets.identity, nets.attributes, method, max_in_flight=max_in_flight,
                                   batch_invariant=method.batch_invariant)
         dataset = AnonymizeDataset(stages, todo, method.init, official_target=method.faithful_quirks)
-        loader = DataLoader(dataset, batch_size=batch_size,
-                            shuffle=False, num_workers=num_workers)
+        # several processes: each its share of the items, once (an empty share is fine)
+        sampler = RankShare(len(dataset), trainer.world_size) if trainer.world_size > 1 else None
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=num_workers)
         trainer.callbacks.append(RecordWriter(run, stages.prepared.ok, {
             "method": method.name, "stage_keys": stages.keys, "judge": nets.identity.name,
             "pairs": stages.pair_index.tolist(), "pair_sims": stages.pair_similarity.tolist()},
             official_output=method.faithful_quirks))
         trainer.callbacks.append(PredictProgress(len(todo)))  # after the writer: counts written batches
-        trainer.predict(module, loader, return_predictions=False)
+        try:
+            trainer.predict(module, loader, return_predictions=False)
+        except Exception as error:  # ddp_spawn ranks stopped by a signal reach here as their failure
+            raise_if_requested(error)
+            raise
     trainer.strategy.barrier()
     result = JobResult(run, {}, len(done), len(todo))
     if trainer.is_global_zero:

@@ -16,12 +16,13 @@ loggers at Lightning's count of completed predict batches (`self.log` is not ava
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import Dataset
+from torch import distributed as dist
+from torch.utils.data import Dataset, DistributedSampler
 
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .batch_size import images_that_fit, precision_of
@@ -31,6 +32,7 @@ from .pipeline import StageOutputs
 from .quirks import official_range
 from .seeds import stream_seed
 from .stopping import check as stop_point
+from .stopping import listen_in_worker
 from .views import draw
 
 
@@ -52,6 +54,8 @@ class AnonymizeDataset(Dataset):
         return len(self.todo)
 
     def __getitem__(self, i: int) -> dict:
+        if i == len(self.todo):  # RankShare's placeholder for a process with nothing to do
+            return {**self[0], "pad": True}
         k = self.todo[i]
         image, landmarks = self.p.prepared.get(self.p.prepared.ok[k])
         if self.official_target:
@@ -64,7 +68,33 @@ class AnonymizeDataset(Dataset):
         if self.p.virtual is not None:  # keyed mode: start from and pull toward the virtual identity
             item["virtual"] = self.p.virtual[k]
             init = self.p.virtual_init[k] if self.p.virtual_init is not None else init
-        return {**item, "init": init}
+        return {**item, "init": init, "pad": False}
+
+
+class RankShare(DistributedSampler):
+    """Items r, r + world, ... for the process of rank r: each item once, none repeated or padded,
+    as Lightning's own predict sampler deals them, except that a share may be empty (Lightning's
+    refuses one: a resumed multi-process run with fewer images left than processes). The rank
+    is read when iterating (a ddp_spawn loader is built before its ranks exist). Lightning needs
+    a batch on every process: an empty share holds one placeholder, index `size`, which the
+    dataset marks as padding and the module skips."""
+
+    def __init__(self, size: int, world: int) -> None:  # no super().__init__: it asks for the rank now
+        self.size, self.num_replicas, self.shuffle, self.epoch = size, world, False, 0
+
+    @property
+    def rank(self) -> int:
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def _share(self) -> range:
+        share = range(self.rank, self.size, self.num_replicas)
+        return share if len(share) or not self.size else range(self.size, self.size + 1)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._share())
+
+    def __len__(self) -> int:
+        return len(self._share())
 
 
 class AnonymizerModule(pl.LightningModule):
@@ -89,6 +119,7 @@ class AnonymizerModule(pl.LightningModule):
         return getattr(self.trainer.precision_plugin, "scaler", None)
 
     def on_predict_start(self) -> None:
+        listen_in_worker()  # a ddp_spawn rank: signals stop it at a step boundary (falco/stopping.py)
         scaler = self._trainer_scaler()
         self._scaler_start = None if scaler is None else scaler.state_dict()
 
@@ -113,7 +144,9 @@ class AnonymizerModule(pl.LightningModule):
             self.max_in_flight = images_that_fit(self.generator, precision_of(self.device), self.device)
         return self.max_in_flight
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+    def predict_step(self, batch: dict, batch_idx: int) -> dict | None:
+        if "pad" in batch and bool(batch["pad"].all()):  # a placeholder batch (RankShare): nothing to do, nothing written
+            return None
         t0 = time.perf_counter()
         size = len(batch["index"])
         # a batch larger than memory allows goes in parts; batch-invariant: parts of one image
@@ -180,7 +213,7 @@ class AnonymizerModule(pl.LightningModule):
     def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """The batch's mean final losses and identity distance to the Trainer's loggers, at step =
         the predict batches Lightning completed before this one (0, 1, 2, ...)."""
-        if not self.loggers:
+        if not self.loggers or outputs is None:
             return
         last = outputs["history"][-1].mean(0)
         metrics = {"anon/loss": float(last[0]), "anon/id_loss": float(last[1]), "anon/attr_loss": float(last[2]),

@@ -183,7 +183,7 @@ class PredictProgress(pl.Callback):
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
-        if self.bar is not None:
+        if self.bar is not None and outputs is not None:  # None: a placeholder batch, no image
             self.bar.update(len(batch["index"]))
 
     def on_optimization_step(self, images_done: float, note: str) -> None:

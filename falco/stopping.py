@@ -8,6 +8,10 @@ their temporary directory, and a re-run of the same command on the same run dire
 the done images and redoes the rest. A second signal raises `Stopped` at once, wherever the
 job is: what that cuts off, `RunDir.recover` undoes on the re-run.
 
+Under ddp_spawn the signal reaches the parent, which forwards it to the ranks it spawned; each
+rank (`listen_in_worker`, called when its predict starts) stops at its own next step boundary,
+and the parent turns the ranks' failure into `Stopped` (`raise_if_requested`).
+
 Lightning's own SIGTERM handler, installed during `trainer.predict`, calls the handler that
 was there before it (this one) after its own, and puts it back afterwards; Lightning turns a
 KeyboardInterrupt into exit code 1, which is why SIGINT does not raise one here.
@@ -15,8 +19,11 @@ KeyboardInterrupt into exit code 1, which is why SIGINT does not raise one here.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import signal
 import threading
+from contextlib import suppress
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -56,6 +63,31 @@ def _handler(signum: int, frame) -> None:
     request(name)
     print(f"[stop] {name} received: stopping at the next step boundary (send it again to stop at once)",
           flush=True)
+    for child in multiprocessing.active_children():  # ddp_spawn ranks: they stop at their own step boundary
+        with suppress(ProcessLookupError):
+            os.kill(child.pid, signum)
+
+
+def _worker_handler(signum: int, frame) -> None:
+    request(signal.Signals(signum).name)  # a rank stops at its next step boundary; the parent reports
+
+
+def listen_in_worker() -> None:
+    """In a process the job spawned (a ddp_spawn rank), SIGTERM and SIGINT from now on only ask
+    for a stop at the next step boundary (the parent forwards its signal; the terminal sends
+    Ctrl+C to every process). Elsewhere it does nothing. Lightning's own SIGTERM handler of the
+    rank is replaced: it would broadcast from inside the handler."""
+    if multiprocessing.parent_process() is None or threading.current_thread() is not threading.main_thread():
+        return
+    for s in SIGNALS:
+        signal.signal(s, _worker_handler)
+
+
+def raise_if_requested(error: BaseException) -> None:
+    """After `error` came out of the work (e.g. a stopped ddp_spawn rank, which reaches the parent
+    as torch's ProcessRaisedException): `Stopped` instead, if a stop was requested."""
+    if _received is not None and not isinstance(error, Stopped):
+        raise Stopped(_received) from error
 
 
 @contextmanager

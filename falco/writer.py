@@ -37,6 +37,8 @@ class RecordWriter(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if prediction is None:  # a placeholder batch of a process with nothing to do (falco/module.py RankShare)
+            return
         images = adaptive_uint8(prediction["images"]) if self.official_output else to_uint8(prediction["images"].cpu())
         for j, k in enumerate(prediction["index"].tolist()):
             entry = self.entries[k]

@@ -83,3 +83,35 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path):
     assert {k: after[k] for k in before} == before  # the earlier records are untouched
     assert {k: v for k, v in _released(out).items() if k in images_before} == images_before
     assert f"[progress] optimize: 0/{IMAGES - len(before)} images (0%), started" in "".join(lines)
+
+
+def test_sigterm_stops_ddp_spawn_ranks_at_a_step_boundary_and_the_same_command_resumes(tmp_path):
+    """trainer=ddp_sim (ddp_spawn, 2 ranks): the signal reaches the parent only, which forwards it
+    to its ranks; each stops at its next step, the job exits with the stop code within 10 s, and
+    the same command finishes the rest."""
+    out = tmp_path / "run"
+    # 8 faces of 40 steps: each rank still has work when its first image is done
+    args = [*ARGS, "data.identities=8", "method.steps=40", "trainer=ddp_sim", f"cache_dir={tmp_path / 'cache'}", f"run_dir={out}"]
+    child, lines = _start(args)
+    first_done = re.compile(r"\[progress\] optimize \(process 0 of 2, its share\): [1-9]\d*/\d+ images")
+    deadline = time.monotonic() + 300
+    while child.poll() is None and not any(first_done.match(x) for x in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.poll() is None, "".join(lines[-40:])
+    child.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code = child.wait(timeout=60)
+    took = time.monotonic() - sent
+    log = "".join(lines)
+    assert code == EXIT_STOPPED, log[-3000:]
+    assert took < 10, f"took {took:.1f} s to stop"
+    assert "Traceback" not in log, log[-3000:]
+    before = records(out)
+    assert 1 <= len(before) < 8, "the stop did not land mid-run"
+    assert sorted(_released(out)) == sorted(r["pseudonym"] for r in before.values())
+    assert not list((out / "private").glob("pending/*/*"))
+
+    child, lines = _start(args)
+    assert child.wait(timeout=600) == 0, "".join(lines)[-3000:]
+    after = assert_each_image_once(out)
+    assert len(after) == 8 and {k: after[k] for k in before} == before
