@@ -24,6 +24,7 @@ from falco.agreement import age_difference, gender_agreement
 from falco.backbones.base import IdentityEncoder
 from falco.data.imageio import atomic_write_text
 from falco.detect import FaceDetector, detected_landmarks, detection_rate
+from falco.device import resolve_device
 from falco.heldout import heldout_report, load_heldout
 from falco.reid import identification, matrix_from_pair_distance, verification
 from falco.rundir import RunReader
@@ -82,12 +83,14 @@ def apply_baseline(name: str, x: torch.Tensor, lm: torch.Tensor) -> torch.Tensor
     return BASELINES[name](x, face_boxes(lm, x.shape[-1]))
 
 
-def judge_metrics(name: str, judge: IdentityEncoder, data: EvalData, fars: tuple[float, ...]) -> dict:
+def judge_metrics(name: str, judge: IdentityEncoder, data: EvalData, fars: tuple[float, ...],
+                  device: str | torch.device = "cpu") -> dict:
     res = data.originals.shape[-1]
     theta = judge.crop_theta(data.landmarks, (res, res))
+    judge.to(device)
     with torch.no_grad():
-        e_x = _embed(judge, data.originals, theta)
-        e_y = _embed(judge, data.anonymized, theta)
+        e_x = _embed(judge, data.originals, theta, device)
+        e_y = _embed(judge, data.anonymized, theta, device)
     dist = matrix_from_pair_distance(judge.distance)
     out = {"judge": name, "white_box": name == data.loss_judge, "same_person_below": judge.same_person_below}
     out["identification"] = identification(e_y, data.identities, e_x, data.identities, distance_matrix=dist)
@@ -100,38 +103,50 @@ def judge_metrics(name: str, judge: IdentityEncoder, data: EvalData, fars: tuple
     return out
 
 
-def _embed(judge: IdentityEncoder, images: torch.Tensor, theta: torch.Tensor | None, batch: int = 64) -> torch.Tensor:
+def _embed(judge: IdentityEncoder, images: torch.Tensor, theta: torch.Tensor | None, device: str | torch.device,
+           batch: int = 64) -> torch.Tensor:
+    """Embeddings in batches computed on `device`, kept on the CPU."""
     parts = []
     for s in range(0, len(images), batch):
-        parts.append(judge.embed(images[s:s + batch], None if theta is None else theta[s:s + batch]).float())
+        t = None if theta is None else theta[s:s + batch].to(device)
+        parts.append(judge.embed(images[s:s + batch].to(device), t).float().cpu())
     return torch.cat(parts)
 
 
-def heldout_metrics(cfg: DictConfig, data: EvalData) -> dict | None:
+def heldout_metrics(cfg: DictConfig, data: EvalData, device: str | torch.device = "cpu") -> dict | None:
     """The held-out protocol (falco/heldout.py), first in every evaluation; None when off."""
     h = cfg.heldout
     if not h.enabled:
         return None
     judges = load_heldout(tuple(h.recognizers), detector=h.detector, attributes=tuple(h.attributes),
-                          loss_networks=(data.loss_judge,) if data.loss_judge else ())
+                          loss_networks=(data.loss_judge,) if data.loss_judge else (), device=device)
     chunks = ({"originals": data.originals[s:s + 64], "anonymized": data.anonymized[s:s + 64],
                "landmarks": data.landmarks[s:s + 64]} for s in range(0, len(data.ids), 64))
     return heldout_report(judges, chunks, data.identities if data.has_identities else None, tuple(cfg.far))
 
 
-def geometry_and_detection(data: EvalData, threshold: float) -> dict:
+def geometry_and_detection(data: EvalData, threshold: float, device: str | torch.device = "cpu") -> dict:
     """MTCNN (falco/detect.py, the run's detector) on the anonymized faces: the share with a face
     of probability >= threshold, and the landmark error of the faces found vs the originals'."""
-    dets = FaceDetector(min_prob=threshold).detect_tensor(data.anonymized)
+    dets = FaceDetector(min_prob=threshold, device=str(device)).detect_tensor(data.anonymized)
     return {"detection": detection_rate(dets, threshold),
             "landmarks": landmark_nme(data.landmarks, detected_landmarks(dets))}
 
 
-def attribute_metrics(attributes, data: EvalData, white_box: bool) -> dict:
+def attribute_metrics(attributes, data: EvalData, white_box: bool, device: str | torch.device = "cpu",
+                      batch: int = 64) -> dict:
     res = data.originals.shape[-1]
     thetas = attributes.crop_thetas(data.landmarks, (res, res))
+    attributes.to(device)
+
+    def predict(images: torch.Tensor) -> dict[str, torch.Tensor]:  # in batches on `device`, kept on the CPU
+        parts = [attributes.predict(images[s:s + batch].to(device), {k: t[s:s + batch].to(device)
+                                                                      for k, t in thetas.items()})
+                 for s in range(0, len(images), batch)]
+        return {k: torch.cat([p[k].float().cpu() for p in parts]) for k in parts[0]}
+
     with torch.no_grad():
-        p_x, p_y = attributes.predict(data.originals, thetas), attributes.predict(data.anonymized, thetas)
+        p_x, p_y = predict(data.originals), predict(data.anonymized)
     out: dict[str, Any] = {"network": attributes.name, "white_box": white_box}
     if "male" in p_x:
         out["gender"] = gender_agreement(p_x["male"], p_y["male"])
@@ -147,11 +162,11 @@ def label_matrix(labels: list[dict], names: tuple[str, ...]) -> torch.Tensor | N
     return torch.tensor([[int(lab[n]) for n in names] for lab in labels], dtype=torch.long)
 
 
-def classifier_metrics(path: str | Path, data: EvalData) -> dict:
+def classifier_metrics(path: str | Path, data: EvalData, device: str | torch.device = "cpu") -> dict:
     """The trained attribute classifier (held-out: no loss used it) on originals and anonymized:
     agreement of anonymized with the originals' predictions, and, when the dataset has the
     classifier's attributes as labels, accuracy of both against those labels."""
-    model = load_classifier(path)
+    model = load_classifier(path, map_location=device)
     names = model.config.names
     p_x, p_y = model.predict_proba(data.originals), model.predict_proba(data.anonymized)
     out: dict[str, Any] = {"network": Path(path).stem, "white_box": False,
@@ -169,19 +184,20 @@ def evaluate(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.run_dir)
     data = load_run(run_dir, cfg.cache_dir, cfg.baseline)
     method = cfg.baseline or data.run_config.method.name
-    results: dict = {"heldout": heldout_metrics(cfg, data), "judges": []}
+    device = resolve_device(cfg.device, "auto")  # where every judge computes; results on the CPU
+    results: dict = {"heldout": heldout_metrics(cfg, data, device), "judges": []}
     for name, judge_cfg in cfg.judges.items():
         if judge_cfg.enabled:
-            results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far)))
+            results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far), device))
     threshold = cfg.detection_threshold  # null: the threshold the run's own summary used
     if threshold is None:
         threshold = data.run_config.get("detector", {}).get("min_prob", DetectorConfig.min_prob)
-    results.update(geometry_and_detection(data, threshold))
+    results.update(geometry_and_detection(data, threshold, device))
     if cfg.attributes and data.run_config.attributes.get("net") is not None:  # white-box for the run's outputs:
         results["attributes"] = attribute_metrics(  # its loss used this network; no baseline's did
-            instantiate(data.run_config.attributes.net), data, cfg.baseline is None)
+            instantiate(data.run_config.attributes.net), data, cfg.baseline is None, device)
     if cfg.get("attribute_classifier"):
-        results["classifier"] = classifier_metrics(cfg.attribute_classifier, data)
+        results["classifier"] = classifier_metrics(cfg.attribute_classifier, data, device)
     if method == "keyed" and cfg.keyed.enabled:  # the key holder's view: needs the run's key
         from .keyed_metrics import keyed_report
 

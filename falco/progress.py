@@ -171,6 +171,8 @@ class PredictProgress(pl.Callback):
     def __init__(self, total: int, name: str = "optimize") -> None:
         self.total = total  # images the whole predict run optimizes (all processes together)
         self.name = name
+        # read now, in the job's process: a ddp_spawn rank imports this module afresh (default interval)
+        self.interval_s = INTERVAL_S
         self.bar: Progress | None = None
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -179,7 +181,8 @@ class PredictProgress(pl.Callback):
         world = trainer.world_size
         name = self.name if world == 1 else f"{self.name} (process 0 of {world}, its share)"
         # predict's sampler gives process r the images r, r + world, ... (no padding)
-        self.bar = Progress(name, len(range(trainer.global_rank, self.total, world)), enabled=True)
+        self.bar = Progress(name, len(range(trainer.global_rank, self.total, world)), enabled=True,
+                            interval_s=self.interval_s)
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -37,11 +37,12 @@ def _batch(nets, p, ks):
 def test_batch_of_two_equals_two_runs_of_one(stages):
     """Per-image losses are summed, so images do not interact: the gradient of each image's
     latent is the same in a batch of 2 as alone (up to kernel reduction order, ~1e-6), and
-    the latents after 5 Adam steps agree to 1e-4 relative (measured ~2e-5) with oneDNN's batch-size
+    the latents after 3 Adam steps agree to 1e-4 relative (measured ~2e-5 after 5 with AVX-512
+    kernels, 1.0e-4 after 5 with AVX2 ones) with oneDNN's batch-size
     dependent conv algorithms switched off. (The optimization is chaotic: differences of
     1e-6 grow ~10x per step under oneDNN, so over 50 steps only bit-identical kernels agree.)"""
     nets, p = stages
-    kw = dict(steps=5, margin_distance=0.75)
+    kw = dict(steps=3, margin_distance=0.75)
     with torch.backends.mkldnn.flags(enabled=False):
         t2, init2 = _batch(nets, p, [0, 1])
         both = optimize_latents(nets.generator, nets.identity, nets.attributes, t2, init2, **kw).latents

@@ -71,10 +71,12 @@ def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
     third = run(cfg, str(out))
     assert third.processed == 2 and third.done_before == 2
     assert third.summary["stages_reused"] == {k: True for k in third.summary["stages_reused"]}
-    # The inputs' measurements came from the cache (judged_inputs), and give the first run's figures.
+    # The inputs' measurements came from the cache (judged_inputs) and give the first run's figures
+    # of the inputs (the two redone images are new outputs: their own figures may differ).
     assert third.summary["stages_reused"]["judged_inputs"] and s["stages_reused"]["judged_inputs"] is False
-    assert json.dumps(third.summary["heldout"]) == json.dumps(s["heldout"])
-    assert third.summary["attributes"] == s["attributes"] and third.summary["identity"] == s["identity"]
+    for inputs_only in ("attributes_paired_fake", "attributes_original_mirrored"):
+        assert json.dumps(third.summary["heldout"][inputs_only]) == json.dumps(s["heldout"][inputs_only])
+    assert third.summary["identity"]["unrelated_distance_mean"] == s["identity"]["unrelated_distance_mean"]
 
 
 def _slot(item_id):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,8 @@ def resize(image: torch.Tensor, size_hw: tuple[int, int], antialias: bool = True
     Computed and returned in float32, with autocast off: CPU has no bf16 antialiased kernel
     (CPU autocast would cast the input to bf16 and the kernel raises), and the official code
     resizes in float32."""
-    with torch.autocast(image.device.type, enabled=False):
+    off = torch.autocast(image.device.type, enabled=False) if image.device.type in ("cpu", "cuda") else nullcontext()
+    with off:  # (other devices, such as meta, have no autocast to turn off)
         return F.interpolate(image.float(), size=size_hw, mode="bilinear", align_corners=False, antialias=antialias)
 
 

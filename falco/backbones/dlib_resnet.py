@@ -58,6 +58,8 @@ def check_image(image: torch.Tensor) -> None:
     if image.ndim != 4 or image.shape[1] != 3 or not image.is_floating_point():
         raise ValueError(f"expected a float RGB batch (N,3,H,W) in [-1,1], got {tuple(image.shape)} "
                          f"{image.dtype}")
+    if image.device.type == "meta":  # shapes only (a placement check): no values to check
+        return
     lo, hi = image.detach().aminmax()
     if lo < -1.01 or hi > 1.01:  # small slack for interpolation overshoot
         raise ValueError(f"image values must be in [-1,1], got [{lo.item():.3g}, {hi.item():.3g}] "
@@ -107,9 +109,13 @@ def warp_chip(image: torch.Tensor, theta: torch.Tensor | None, size: int,
     h, w = image.shape[-2:]
     # A chip-pixel step (2/size in normalized units) moves theta[:, :, j] * 2/size, i.e. that
     # times (w/2, h/2) source pixels.
-    cols = theta.detach().double()[:, :, :2] * torch.tensor([[w / 2], [h / 2]], dtype=torch.float64)
-    ratio = float(cols.norm(dim=1).max()) * 2 / size
-    k = 1 if ratio <= 2 else min(math.ceil(ratio), max_factor)
+    half = torch.tensor([[w / 2], [h / 2]], dtype=torch.float64, device=theta.device)
+    cols = theta.detach().double()[:, :, :2] * half
+    if theta.device.type == "meta":  # shapes only (a placement check): no ratio to read
+        k = 1
+    else:
+        ratio = float(cols.norm(dim=1).max()) * 2 / size
+        k = 1 if ratio <= 2 else min(math.ceil(ratio), max_factor)
     fine = warp(image, theta, size * k)
     return F.avg_pool2d(fine, k) if k > 1 else fine
 

@@ -93,7 +93,8 @@ def test_sigterm_stops_ddp_spawn_ranks_at_a_step_boundary_and_the_same_command_r
     # 8 faces of 40 steps: each rank still has work when its first image is done
     args = [*ARGS, "data.identities=8", "method.steps=40", "trainer=ddp_sim", f"cache_dir={tmp_path / 'cache'}", f"run_dir={out}"]
     child, lines = _start(args)
-    first_done = re.compile(r"\[progress\] optimize \(process 0 of 2, its share\): [1-9]\d*/\d+ images")
+    # a line between the first and the last (progress_every_s=0 must reach the spawned ranks too)
+    first_done = re.compile(r"\[progress\] optimize \(process 0 of 2, its share\): [1-9]\d*/\d+ images .*ETA")
     deadline = time.monotonic() + 300
     while child.poll() is None and not any(first_done.match(x) for x in lines) and time.monotonic() < deadline:
         time.sleep(0.05)
