@@ -76,11 +76,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train_wall.") as tmp:
         for kind in args.kinds:
             cache = Path(tmp) / kind / "cache"
-            rows = {run: run_train(KINDS[kind], cache, Path(tmp) / kind / run, args.overrides) for run in ("cold", "warm")}
+            rows = {run: run_train(KINDS[kind], cache, Path(tmp) / kind / run, args.overrides)
+                    for run in ("cold", "warm")}
             report["kinds"][kind] = rows
             for run, r in rows.items():
                 loops = ", ".join(f"{k} {v} s" for k, v in r["loops_s"].items())
-                print(f"{kind:6s} {run}: {r['wall_s']:6.1f} s wall (others used {r['others_cpu_share']:.0%} of the CPUs)"
+                others = f"others used {r['others_cpu_share']:.0%} of the CPUs"
+                print(f"{kind:6s} {run}: {r['wall_s']:6.1f} s wall ({others})"
                       f"  [{r['precision']}]\n         {loops}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from .config import MethodConfig, validate
 from .data.imageio import atomic_write_text
 from .device import resolve_device
 from .module import AnonymizeDataset, AnonymizerModule, RankShare
-from .pipeline import Networks, StageOutputs, StageKnobs, run_stages
+from .pipeline import Networks, StageKnobs, StageOutputs, run_stages
 from .progress import PredictProgress
 from .quirks import apply_network_quirks
 from .release import secret_order

@@ -43,7 +43,8 @@ def _stop_only(step: int, n: int) -> None:
 class AnonymizeDataset(Dataset):
     """Items still to do: aligned original, its landmarks, and its starting latents."""
 
-    def __init__(self, stages: StageOutputs, todo: list[int], init: str = "fake", official_target: bool = False) -> None:
+    def __init__(self, stages: StageOutputs, todo: list[int], init: str = "fake",
+                 official_target: bool = False) -> None:
         self.p = stages
         self.todo = todo  # indices into stages.prepared.ok
         self.init = init
@@ -145,7 +146,7 @@ class AnonymizerModule(pl.LightningModule):
         return self.max_in_flight
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict | None:
-        if "pad" in batch and bool(batch["pad"].all()):  # a placeholder batch (RankShare): nothing to do, nothing written
+        if "pad" in batch and bool(batch["pad"].all()):  # a placeholder batch (RankShare): nothing to do or write
             return None
         t0 = time.perf_counter()
         size = len(batch["index"])

@@ -23,9 +23,8 @@ import multiprocessing
 import os
 import signal
 import threading
-from contextlib import suppress
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: str | None = None  # name of the signal that asked the job to stop, None while none did

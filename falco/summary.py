@@ -23,8 +23,16 @@ import torch
 from .agreement import gender_age_agreement
 from .detect import detection_rate
 from .device import on_device
-from .heldout import (attribute_line, concat, format_heldout, judge_fingerprints, measure_inputs, measure_outputs,
-                      report_from, select_rows)
+from .heldout import (
+    attribute_line,
+    concat,
+    format_heldout,
+    judge_fingerprints,
+    measure_inputs,
+    measure_outputs,
+    report_from,
+    select_rows,
+)
 from .pipeline import Networks, StageOutputs
 from .progress import Progress
 from .rundir import RunDir
@@ -101,7 +109,8 @@ def judged_inputs(nets: Networks, stages: StageOutputs, heldout=None, cache: Sta
     def store(out: Path) -> None:
         torch.save(compute(), out / "inputs.pt")
 
-    path, stages.keys["judged_inputs"], stages.reused["judged_inputs"] = cache.get_or_compute("judged_inputs", spec, store)
+    path, key, reused = cache.get_or_compute("judged_inputs", spec, store)
+    stages.keys["judged_inputs"], stages.reused["judged_inputs"] = key, reused
     return torch.load(path / "inputs.pt", weights_only=True)
 
 
@@ -113,7 +122,8 @@ def _outputs_chunk(run: RunDir, nets: Networks, ok: list[dict], landmarks: torch
     y, lm = run.anonymized(ok).to(device), landmarks.to(device)
     with torch.no_grad():
         e_y = nets.identity.embed(y, nets.identity.crop_theta(lm, (res, res))).float()
-        p_y = {k: v.float().cpu() for k, v in nets.attributes.predict(y, nets.attributes.crop_thetas(lm, (res, res))).items()}
+        p_y = nets.attributes.predict(y, nets.attributes.crop_thetas(lm, (res, res)))
+        p_y = {k: v.float().cpu() for k, v in p_y.items()}
         out = {"d": nets.identity.distance(e_y, e_x.to(device)).cpu(), "p_y": p_y,
                "detections": nets.detector.detect_tensor(y)}
     if heldout is not None:

@@ -34,6 +34,20 @@ def _start(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
     return child, lines
 
 
+def _start_and_stop(args: list[str], ready: re.Pattern) -> tuple[int, float, str, list[str]]:
+    """Start the job, send SIGTERM once a line matches `ready`: (exit code, seconds it took to
+    stop, the log, its lines)."""
+    child, lines = _start(args)
+    deadline = time.monotonic() + 300
+    while child.poll() is None and not any(ready.match(x) for x in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.poll() is None, "".join(lines[-40:])
+    child.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    code = child.wait(timeout=60)
+    return code, time.monotonic() - sent, "".join(lines), lines
+
+
 def _released(run_dir) -> dict[str, str]:
     return {p.stem: hashlib.sha256(p.read_bytes()).hexdigest() for p in (run_dir / "release" / "images").glob("*")}
 
@@ -41,16 +55,7 @@ def _released(run_dir) -> dict[str, str]:
 def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "run"
     args = [*ARGS, f"cache_dir={tmp_path / 'cache'}", f"run_dir={out}"]
-    child, lines = _start(args)
-    deadline = time.monotonic() + 300
-    while child.poll() is None and not any(FIRST_DONE.match(x) for x in lines) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert child.poll() is None, "".join(lines[-40:])
-    child.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    code = child.wait(timeout=60)
-    took = time.monotonic() - sent
-    log = "".join(lines)
+    code, took, log, lines = _start_and_stop(args, FIRST_DONE)
     assert code == EXIT_STOPPED, log[-3000:]
     assert took < 10, f"took {took:.1f} s to stop"
 
@@ -91,19 +96,11 @@ def test_sigterm_stops_ddp_spawn_ranks_at_a_step_boundary_and_the_same_command_r
     the same command finishes the rest."""
     out = tmp_path / "run"
     # 8 faces of 40 steps: each rank still has work when its first image is done
-    args = [*ARGS, "data.identities=8", "method.steps=40", "trainer=ddp_sim", f"cache_dir={tmp_path / 'cache'}", f"run_dir={out}"]
-    child, lines = _start(args)
+    args = [*ARGS, "data.identities=8", "method.steps=40", "trainer=ddp_sim", f"cache_dir={tmp_path / 'cache'}",
+            f"run_dir={out}"]
     # a line between the first and the last (progress_every_s=0 must reach the spawned ranks too)
     first_done = re.compile(r"\[progress\] optimize \(process 0 of 2, its share\): [1-9]\d*/\d+ images .*ETA")
-    deadline = time.monotonic() + 300
-    while child.poll() is None and not any(first_done.match(x) for x in lines) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert child.poll() is None, "".join(lines[-40:])
-    child.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    code = child.wait(timeout=60)
-    took = time.monotonic() - sent
-    log = "".join(lines)
+    code, took, log, _ = _start_and_stop(args, first_done)
     assert code == EXIT_STOPPED, log[-3000:]
     assert took < 10, f"took {took:.1f} s to stop"
     assert "Traceback" not in log, log[-3000:]
