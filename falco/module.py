@@ -36,10 +36,6 @@ from .stopping import listen_in_worker
 from .views import draw
 
 
-def _stop_only(step: int, n: int) -> None:
-    stop_point()  # SIGTERM/SIGINT: abandon the batch between steps
-
-
 class AnonymizeDataset(Dataset):
     """Items still to do: aligned original, its landmarks, and its starting latents."""
 
@@ -172,7 +168,7 @@ class AnonymizerModule(pl.LightningModule):
                        f"batch: step {step + 1}/{steps} of images {offset + 1}-{offset + n}/{size}")
         return hook
 
-    def _anonymize(self, batch: dict, on_step: Callable[[int, int], None] | None = None) -> dict:
+    def _anonymize(self, batch: dict, on_step: Callable[[int, int], None]) -> dict:
         """Targets, the latent optimization, the final images and distances of these images."""
         m, res = self.method, self.generator.resolution
         lm = batch["landmarks"].float()
@@ -192,7 +188,7 @@ class AnonymizerModule(pl.LightningModule):
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
                 attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
                 scaler=self._fresh_scaler(), exact=self.batch_invariant,
-                on_step=lambda step: (on_step or _stop_only)(step, len(lm)))
+                on_step=lambda step: on_step(step, len(lm)))  # stops at a signal, reports progress
         latents = result.latents.detach().float()  # what is saved, and what the release image renders
         images, final = self._render(latents, batch["image"], lm)
         return {"latents": latents, "images": images, "history": result.history,
