@@ -113,13 +113,16 @@ def _embed(judge: IdentityEncoder, images: torch.Tensor, theta: torch.Tensor | N
     return torch.cat(parts)
 
 
-def heldout_metrics(cfg: DictConfig, data: EvalData, device: str | torch.device = "cpu") -> dict | None:
-    """The held-out protocol (falco/heldout.py), first in every evaluation; None when off."""
+def heldout_metrics(cfg: DictConfig, data: EvalData, device: str | torch.device = "cpu",
+                    loss_networks: tuple[str, ...] = ()) -> dict | None:
+    """The held-out protocol (falco/heldout.py), first in every evaluation; None when off.
+    loss_networks: the run's loss networks besides its recognizer (no judge may be one)."""
     h = cfg.heldout
     if not h.enabled:
         return None
+    in_loss = (data.loss_judge, *loss_networks) if data.loss_judge else loss_networks
     judges = load_heldout(tuple(h.recognizers), detector=h.detector, attributes=tuple(h.attributes),
-                          loss_networks=(data.loss_judge,) if data.loss_judge else (), device=device)
+                          loss_networks=in_loss, device=device)
     chunks = ({"originals": data.originals[s:s + 64], "anonymized": data.anonymized[s:s + 64],
                "landmarks": data.landmarks[s:s + 64]} for s in range(0, len(data.ids), 64))
     return heldout_report(judges, chunks, data.identities if data.has_identities else None, tuple(cfg.far))
@@ -185,7 +188,11 @@ def evaluate(cfg: DictConfig) -> dict:
     data = load_run(run_dir, cfg.cache_dir, cfg.baseline)
     method = cfg.baseline or data.run_config.method.name
     device = resolve_device(cfg.device, "auto")  # where every judge computes; results on the CPU
-    results: dict = {"heldout": heldout_metrics(cfg, data, device), "judges": []}
+    run_attributes = None  # the run's attribute-loss network (none for a baseline: no loss made it)
+    if cfg.baseline is None and data.run_config.attributes.get("net") is not None:
+        run_attributes = instantiate(data.run_config.attributes.net)
+    in_loss = (run_attributes.name,) if run_attributes is not None else ()
+    results: dict = {"heldout": heldout_metrics(cfg, data, device, in_loss), "judges": []}
     for name, judge_cfg in cfg.judges.items():
         if judge_cfg.enabled:
             results["judges"].append(judge_metrics(name, instantiate(judge_cfg.net), data, tuple(cfg.far), device))
@@ -195,7 +202,7 @@ def evaluate(cfg: DictConfig) -> dict:
     results.update(geometry_and_detection(data, threshold, device))
     if cfg.attributes and data.run_config.attributes.get("net") is not None:  # white-box for the run's outputs:
         results["attributes"] = attribute_metrics(  # its loss used this network; no baseline's did
-            instantiate(data.run_config.attributes.net), data, cfg.baseline is None, device)
+            run_attributes or instantiate(data.run_config.attributes.net), data, cfg.baseline is None, device)
     if cfg.get("attribute_classifier"):
         results["classifier"] = classifier_metrics(cfg.attribute_classifier, data, device)
     if method == "keyed" and cfg.keyed.enabled:  # the key holder's view: needs the run's key

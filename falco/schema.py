@@ -99,6 +99,7 @@ class HeldoutAttribute(StrEnum):
     """Held-out attribute judges (falco/heldout.py)."""
 
     adience = "adience"  # Adience age/gender (Caffe)
+    faceapi = "faceapi"  # face-api.js age/gender (npm); left out when attributes=ensemble puts it in the loss
     mini_xception = "mini_xception"  # mini-XCEPTION gender/expression (Keras)
     faceplugin = "faceplugin"  # faceplugin gender/age/pose/expression (npm)
 

@@ -108,3 +108,33 @@ def test_optional_member_left_out_when_its_weights_are_missing(capsys):
         load_ensemble(members)  # not optional: the run fails, naming the loader
     enc = load_ensemble(members, optional=[1])
     assert enc.name == "age_gender" and "left out of the loss" in capsys.readouterr().out
+
+
+def test_square_box_crop_frames_the_box():
+    # a white square box on black: the crop of exactly that box is all white; of a box twice as
+    # wide (a square twice the side, centred) has the white square in its middle half
+    img = torch.zeros(1, 1, 40, 40)
+    img[:, :, 10:20, 10:20] = 1.0
+    inner = fa.square_box_crop(img, torch.tensor([[10.0, 10.0, 20.0, 20.0]]), 8)
+    assert torch.all(inner == 1.0)
+    wide = fa.square_box_crop(img, torch.tensor([[5.0, 12.0, 25.0, 18.0]]), 8)[0, 0]
+    assert torch.all(wide[2:6, 2:6] == 1.0) and float(wide[0].max()) == 0.0 and float(wide[:, 0].max()) == 0.0
+    off = fa.square_box_crop(img, torch.tensor([[-40.0, 0.0, -20.0, 20.0]]), 8)  # outside: black
+    assert float(off.abs().max()) == 0.0
+
+
+def test_judge_reads_the_astronaut_as_a_woman_from_the_attackers_box():
+    import skimage.data
+
+    from falco.backbones.yunet import load_yunet
+
+    image = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    box = torch.as_tensor(load_yunet().detect_tensor(image)[0].box, dtype=torch.float32)[None]
+    judge = fa.load_face_api_judge(str(_manifest()))
+    assert judge.name == "faceapi" and not any(p.requires_grad for p in judge.parameters())
+    with torch.no_grad():
+        p = judge.predict(image, box)
+        mirrored = judge.predict(image.flip(-1), box[:, [2, 1, 0, 3]] * torch.tensor([-1.0, 1, -1, 1]) + torch.tensor(
+            [image.shape[-1], 0.0, image.shape[-1], 0]))
+    assert float(p["male"]) < 0.2 and float(mirrored["male"]) < 0.2  # she is a woman, both ways round
+    assert 25 < float(p["age"]) < 60 and abs(float(p["age"]) - float(mirrored["age"])) < 8

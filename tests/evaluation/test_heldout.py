@@ -116,9 +116,15 @@ def test_an_undetected_image_is_aligned_at_the_median_detection():
     assert found.tolist() == [True, True, True, False] and torch.all(lm[3] == 20.0)
 
 
-def test_a_loss_network_cannot_be_a_heldout_judge():
+def test_a_loss_network_is_left_out_of_the_heldout_judges():
+    j = load_heldout(("sface",), detector=False, attributes=(), loss_networks=("sface",))
+    assert j.recognizers == {} and "white-box" in j.skipped["sface"]
+    # an ensemble's name counts as each member: face-api in the loss is no judge (named as a judge "faceapi")
+    j = load_heldout((), detector=False, attributes=("adience", "faceapi"),
+                     loss_networks=("dlib_resnet", "age_gender+faceapi_age_gender"))
+    assert list(j.attributes) == ["adience"] and "white-box" in j.skipped["faceapi"]
     with pytest.raises(ValueError, match="white-box"):
-        load_heldout(("sface",), detector=False, attributes=(), loss_networks=("sface",))
+        load_heldout((), detector=True, attributes=(), loss_networks=("yunet",))
     with pytest.raises(ValueError, match="unknown held-out"):
         load_heldout(("dlib_resnet",), detector=False, attributes=())
 
