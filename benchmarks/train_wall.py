@@ -5,9 +5,13 @@
 For each kind: one `python train.py` with a fresh stage cache (cold: every stage, the
 optimization and the summary) and the same command again on that cache into a new run directory
 (warm: only the optimization and the summary's outputs). `native` is this CPU as it is; `avx2`
-restricts ATen and oneDNN to their AVX2 kernels (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2)
+restricts ATen, oneDNN and MKL to their AVX2 kernels (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2,
+MKL_ENABLE_INSTRUCTIONS=AVX2)
 and tells the precision rule bf16 is emulated (FALCO_CPU_BF16=emulated), so `auto` picks 32-true
 as on an AVX2-only CPU: an emulation of that kind on this machine, not a measurement on one.
+`sse41` goes further (ATen's baseline kernels, oneDNN's SSE4.1 and MKL's SSE4.2 ones): a CPU slower in fp32 than
+most AVX2 ones, as a bound from below. Each kind's fp32 and bf16 1024^2 matmul rate is measured
+first, so a row can be set beside a real machine's.
 Each row gives the wall time, the precision picked and each loop's time from its progress line,
 beside the CPU's model, flags and cores and the other processes' share of the CPUs meanwhile.
 Not a test: it reports numbers.
@@ -30,8 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.harness.machine import Share  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                "FALCO_CPU_BF16": "emulated"}}
+KINDS = {"native": {},
+         "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                  "FALCO_CPU_BF16": "emulated"},
+         # slower still: ATen's baseline kernels, oneDNN's and MKL's SSE4 ones (fp32 below most AVX2 CPUs')
+         "sse41": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+                   "FALCO_CPU_BF16": "emulated"}}
+# a kind's fp32 and bf16 matmul rate (1024^2), measured in a process started with the kind's environment
+RATE = ("import json, torch\nfrom benchmarks.harness.peak import matmul_rate\n"
+        "print(json.dumps({str(d).split('.')[-1]: round(matmul_rate(d, 1024) / 1e9, 1) "
+        "for d in (torch.float32, torch.bfloat16)}))")
 DONE = re.compile(r"\[progress\] (?P<loop>.+?): \d+/\d+ \w+ \(\d+%\) in (?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d)")
 
 
@@ -65,6 +77,13 @@ def run_train(env: dict, cache: Path, run_dir: Path, extra: list[str]) -> dict:
     return {"wall_s": round(wall, 1), "precision": precision, "loops_s": loops, **share.stop()}
 
 
+def matmul_gflops(env: dict) -> dict:
+    """{"float32": GFLOP/s, "bfloat16": GFLOP/s} of a 1024 x 1024 matmul under the kind's environment."""
+    proc = subprocess.run([sys.executable, "-c", RATE], cwd=ROOT, env={**os.environ, **env}, capture_output=True,
+                          text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", nargs="+", default=["native", "avx2"], choices=sorted(KINDS))
@@ -76,9 +95,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train_wall.") as tmp:
         for kind in args.kinds:
             cache = Path(tmp) / kind / "cache"
+            rates = matmul_gflops(KINDS[kind])
+            print(f"{kind:6s} matmul 1024: fp32 {rates['float32']}, bf16 {rates['bfloat16']} GFLOP/s", flush=True)
             rows = {run: run_train(KINDS[kind], cache, Path(tmp) / kind / run, args.overrides)
                     for run in ("cold", "warm")}
-            report["kinds"][kind] = rows
+            report["kinds"][kind] = {"matmul_gflops": rates, **rows}
             for run, r in rows.items():
                 loops = ", ".join(f"{k} {v} s" for k, v in r["loops_s"].items())
                 others = f"others used {r['others_cpu_share']:.0%} of the CPUs"

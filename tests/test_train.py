@@ -54,7 +54,13 @@ def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
     assert held["attributes"] and set(held["attributes"]) == set(held["attributes_paired_fake"])
     for name, a in held["attributes"].items():
         assert a["white_box"] is False and a["n"] == 4 and "gender_agreement" in a and name != "age_gender"
+    assert "faceapi" in held["attributes"] or "npm" in held["skipped"]["faceapi"]  # no loss uses it here
     assert 0 <= s["detection_rate"] <= 1 and "unrelated_false_match" in s["identity"]
+    from benchmarks.preservation import row, table  # the preservation ablation reads these summaries
+
+    r = row(s)
+    assert r["n"] == 4 and r["white_box"][0] == "age_gender" and "gender/adience" in r and "top1/sface" in r
+    assert table({"default": r}).splitlines()[2].startswith("| default | ")
     # config.yaml holds the numbers the loss used: the recognizer's margin, the attribute weight
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert (written["method"]["margin"], written["method"]["attr_weight"]) == (0.75, 1.0)

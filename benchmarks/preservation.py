@@ -1,0 +1,129 @@
+"""The preservation ablation: held-out (first) and white-box figures of the embedded default under
+each preservation knob, on generated faces and on real ones (benchmarks/real_faces.py).
+
+    .venv/bin/python benchmarks/preservation.py [--faces 64] [--variants default ensemble ...]
+        [--out preservation.json]
+
+Datasets: `generated` (data=synthetic, --faces), `real` (21 real women), `astronaut` (her alone:
+each judge's verdict on her, 0 or 100%; re-identification is meaningless with one face).
+Each (dataset, variant) is one `python train.py` into its own run directory; every run shares
+one stage cache, so a variant recomputes only what its knobs change. Prints a markdown table
+per dataset: re-identification top-1 per held-out recognizer beside chance, SFace diversity
+(anonymized vs originals), gender agreement per held-out judge with its ceiling (original vs
+its mirror) in brackets, |age difference| of the held-out age judges, then the white-box
+figures. A judge the variant's loss uses is left out of that run (its cell says so).
+Not a test: it reports numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.real_faces import write_real_faces  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {  # name -> train.py overrides
+    "paper": ["method.views.views=0"],  # the paper's plain attribute loss
+    "default": [],
+    "unique": ["stages.pairing_unique=true"],
+    "ensemble": ["attributes=ensemble"],
+    "ensemble+unique": ["attributes=ensemble", "stages.pairing_unique=true"],
+    "weight2": ["attributes.attr_weight=2.0"],  # twice the attribute weight
+}
+GENDER_JUDGES = ("faceapi", "adience", "mini_xception", "faceplugin")
+AGE_JUDGES = ("faceapi", "adience", "faceplugin")
+RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
+
+
+def run(dataset: list[str], variant: list[str], run_dir: Path, cache: Path) -> dict:
+    """summary.json of `train.py` with these overrides; a finished run in run_dir is read back."""
+    if (run_dir / "summary.json").is_file():
+        return json.loads((run_dir / "summary.json").read_text())
+    cmd = [sys.executable, "train.py", f"run_dir={run_dir}", f"cache_dir={cache}", *dataset, *variant]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def row(summary: dict) -> dict:
+    """The table's figures of one run's summary.json."""
+    h = summary["heldout"]
+    out: dict = {"n": h["n"], "skipped": sorted(h.get("skipped", {}))}
+    for name, r in h["identity"].items():
+        ident = r["attacker_alignment"]["identification"]
+        out[f"top1/{name}"], out["chance"] = ident["top1"], ident["chance_top1"]
+        if name == "sface":
+            div = r["diversity"]
+            out["diversity"] = (div["anonymized_same_person_rate"], div["originals_same_person_rate"])
+    for name, a in h["attributes"].items():
+        ceiling = h["attributes_original_mirrored"][name]
+        if "gender_agreement" in a:
+            out[f"gender/{name}"] = (a["gender_agreement"], ceiling["gender_agreement"])
+        if "age_abs_diff" in a:
+            out[f"age/{name}"] = a["age_abs_diff"]
+    wb = summary["attributes"]["anonymized"]
+    out["white_box"] = (summary["attributes"]["network"], wb["gender_agreement"], wb["age_abs_diff"])
+    return out
+
+
+def table(rows: dict[str, dict]) -> str:
+    chance = next(iter(rows.values()))["chance"]
+    head = ["variant", f"re-ID top-1 {'/'.join(RECOGNIZERS)} (chance {100 * chance:.1f}%)",
+            "diversity SFace anon / orig", *(f"gender {j} (ceiling)" for j in GENDER_JUDGES),
+            f"abs age diff {'/'.join(AGE_JUDGES)}", "WHITE-BOX gender / age diff"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    for name, r in rows.items():
+        div = r.get("diversity")
+        cells = [name, " / ".join(pct(r.get(f"top1/{k}")) for k in RECOGNIZERS) + "%",
+                 f"{pct(div[0])} / {pct(div[1])}%" if div else "-"]
+        for j in GENDER_JUDGES:
+            g = r.get(f"gender/{j}")
+            cells.append(f"{pct(g[0])}% ({pct(g[1])})" if g else "in the loss" if j in r["skipped"] else "-")
+        ages = (r.get(f"age/{j}") for j in AGE_JUDGES)
+        cells.append(" / ".join("-" if a is None else f"{a:.1f}" for a in ages) + " y")
+        net, g, a = r["white_box"]
+        cells.append(f"{net}: {pct(g)}% / {a:.1f} y")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--faces", type=int, default=64, help="generated faces (data=synthetic)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--datasets", nargs="+", default=["generated", "real", "astronaut"],
+                        choices=["generated", "real", "astronaut"])
+    parser.add_argument("--work", type=Path, default=None, help="run directories and stage cache (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="falco_preservation_"))
+    datasets = {"generated": [f"data.identities={args.faces}"]}
+    if {"real", "astronaut"} & set(args.datasets):
+        real = write_real_faces(work / "real_faces")
+        datasets["real"] = ["data=folder", f"data.root={work / 'real_faces'}"]
+        print(f"real faces: {len(real)} in {work / 'real_faces'}", flush=True)
+        (work / "astronaut").mkdir(exist_ok=True)  # the astronaut alone: her own verdicts (n = 1)
+        (work / "astronaut" / "astronaut.png").write_bytes((work / "real_faces" / "astronaut.png").read_bytes())
+        datasets["astronaut"] = ["data=folder", f"data.root={work / 'astronaut'}"]
+    results: dict = {}
+    for ds in args.datasets:
+        results[ds] = {}
+        for v in args.variants:
+            print(f"[preservation] {ds} / {v} ...", flush=True)
+            results[ds][v] = row(run(datasets[ds], VARIANTS[v], work / "runs" / ds / v, work / "cache"))
+        print(f"\n{ds} faces (n = {next(iter(results[ds].values()))['n']}):\n{table(results[ds])}\n", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
