@@ -80,6 +80,15 @@ def resolve_trainer_precision(cfg: DictConfig) -> PrecisionChoice:
     return choice
 
 
+def resolve_stage_defaults(cfg: DictConfig) -> DictConfig:
+    """`stages.pairing_unique: null` = the attribute config's choice, written into cfg itself so
+    config.yaml records what the run did."""
+    if cfg.stages.pairing_unique is None:
+        with open_dict(cfg):
+            cfg.stages.pairing_unique = bool(cfg.attributes.pairing_unique)
+    return cfg
+
+
 def build_trainer(cfg: DictConfig, out_dir: str) -> pl.Trainer:
     resolve_trainer_precision(cfg)
     loggers = []
@@ -97,7 +106,7 @@ def run(cfg: DictConfig, out_dir: str):
     progress.configure(cfg.progress_every_s)
     nets = build_networks(cfg)
     source = instantiate(cfg.data, generator=nets.generator)
-    knobs = StageKnobs(**cfg.stages)
+    knobs = StageKnobs(**resolve_stage_defaults(cfg).stages)
     trainer = build_trainer(cfg, out_dir)  # before config.yaml is written: it resolves trainer.precision
     device = resolve_device(cfg.device, trainer)
     if cfg.estimate:  # each stage's estimated time on this hardware, before the run (falco/estimate.py)

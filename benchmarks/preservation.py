@@ -30,12 +30,12 @@ from benchmarks.real_faces import write_real_faces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {  # name -> train.py overrides
-    "paper": ["method.views.views=0"],  # the paper's plain attribute loss
-    "default": [],
-    "unique": ["stages.pairing_unique=true"],
-    "ensemble": ["attributes=ensemble"],
-    "ensemble+unique": ["attributes=ensemble", "stages.pairing_unique=true"],
-    "weight2": ["attributes.attr_weight=2.0"],  # twice the attribute weight
+    "paper": ["method.views.views=0", "stages.pairing_unique=false"],  # the paper's loss and pairing
+    "shared": ["stages.pairing_unique=false"],  # 4 views, each original its nearest fake, shared or not
+    "default": [],  # 4 views, no fake shared by two originals
+    "ensemble+shared": ["attributes=ensemble", "stages.pairing_unique=false"],  # two attribute families
+    "ensemble": ["attributes=ensemble"],  # two attribute families, unique pairing
+    "weight2+shared": ["attributes.attr_weight=2.0", "stages.pairing_unique=false"],  # twice the attribute weight
 }
 GENDER_JUDGES = ("faceapi", "adience", "mini_xception", "faceplugin")
 AGE_JUDGES = ("faceapi", "adience", "faceplugin")
@@ -83,8 +83,9 @@ def table(rows: dict[str, dict]) -> str:
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for name, r in rows.items():
         div = r.get("diversity")
-        cells = [name, " / ".join(pct(r.get(f"top1/{k}")) for k in RECOGNIZERS) + "%",
-                 f"{pct(div[0])} / {pct(div[1])}%" if div else "-"]
+        one = r["n"] < 2  # one face: identification and diversity mean nothing
+        cells = [name, "n/a (one face)" if one else " / ".join(pct(r.get(f"top1/{k}")) for k in RECOGNIZERS) + "%",
+                 "-" if one or not div else f"{pct(div[0])} / {pct(div[1])}%"]
         for j in GENDER_JUDGES:
             g = r.get(f"gender/{j}")
             cells.append(f"{pct(g[0])}% ({pct(g[1])})" if g else "in the loss" if j in r["skipped"] else "-")

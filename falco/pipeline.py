@@ -152,7 +152,7 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
 
     att = nets.attributes
     pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "attributes": fp["attributes"],
-                 "unique": knobs.pairing_unique,
+                 "unique": bool(knobs.pairing_unique),  # None (no attribute config said) = false
                  "detectable_only": knobs.pairing_detectable_only}
     usable = pool["detected"].nonzero().squeeze(1) if knobs.pairing_detectable_only \
         else torch.arange(len(pool["features"]))

@@ -199,7 +199,10 @@ class StagesConfig:
 
     pool_size: int = 1024  # fakes sampled for pairing (paper: 60,000)
     pool_seed: int = 0  # seed of the fake pool's stream (disjoint from the synthetic data's stream)
-    pairing_unique: bool = False  # true: never pair two originals with the same fake
+    # true: never pair two originals with the same fake (while the pool allows it) | false: each its
+    # nearest fake (paper) | null: the attribute config's choice (attributes.pairing_unique; train.py
+    # writes it here, so config.yaml records it): on for the embedded default, off for FaRL
+    pairing_unique: bool | None = None
     pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
     pairing_views: int = 0  # pairing features averaged over this many fixed random views (falco/views.py); 0 = paper
     frame_samples: int = 64  # generator samples used to measure where its faces' landmarks sit
@@ -365,6 +368,7 @@ class AttributesConfig:
     net: Any = MISSING  # the network: {_target_: loader, its arguments}
     attr_weight: float = MISSING  # default attribute-loss weight for these features (method.attr_weight)
     views: int = MISSING  # default random views of the attribute loss per step (method.views.views)
+    pairing_unique: bool = MISSING  # default of stages.pairing_unique with these features
 
 
 @dataclass

@@ -134,10 +134,10 @@ DEFAULT_RUN = {
                "attr_weight": 1.0, "margin": 0.75, "id_loss": "two_sided", "init": "fake", "virtual_weight": 0.0,
                "faithful_quirks": False, "batch_invariant": False,
                "views": {"views": 4, "shift": 0.04, "zoom": 0.06, "rotate_deg": 6.0, "blur_sigma": 0.8, "color": 0.12}},
-    "stages": {"pool_size": 1024, "pool_seed": 0, "pairing_unique": False, "pairing_detectable_only": True,
+    "stages": {"pool_size": 1024, "pool_seed": 0, "pairing_unique": None, "pairing_detectable_only": True,
                "pairing_views": 0, "frame_samples": 64, "batch": 32, "alignment_failure": "skip"},
     "heldout": {"enabled": True, "recognizers": ["sface", "lightcnn_v4", "faceplugin_mfn"], "detector": True,
-                "attributes": ["adience", "mini_xception", "faceplugin"]},
+                "attributes": ["adience", "faceapi", "mini_xception", "faceplugin"]},
     "detector": {"min_prob": 0.9},
     "data": {"_target_": "falco.data.sources.synthetic", "identities": 16, "views": 1, "seed": 0, "check_faces": True,
              "check_min_prob": 0.95, "photo_size": 128, "augment": False, "rotate_deg": 10.0, "scale_jitter": 0.12,
@@ -145,7 +145,8 @@ DEFAULT_RUN = {
     "generator": {"net": {"_target_": "falco.backbones.dcgan.load_dcgan", "path": None}, "alignment": "template"},
     "identity": {"net": {"_target_": "falco.backbones.dlib_resnet.load_dlib_recognizer", "path": None},
                  "margin": 0.75, "margin_range": [0.6, 1.0], "margin_grid": "0.6,0.7,0.75,0.8,0.9"},
-    "attributes": {"net": {"_target_": "falco.backbones.age_gender.load_age_gender"}, "attr_weight": 1.0, "views": 4},
+    "attributes": {"net": {"_target_": "falco.backbones.age_gender.load_age_gender"}, "attr_weight": 1.0, "views": 4,
+                   "pairing_unique": True},
     "inversion": {"net": None},
     "trainer": {"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1, "precision": "auto",
                 "inference_mode": False, "enable_checkpointing": False, "enable_progress_bar": True},
@@ -193,7 +194,7 @@ def test_other_runs_compose_to_the_values_they_always_had():
         "method": {"margin": 0.0, "attr_weight": 0.1, "views": {"views": 0}},
         "identity": {"checkpoint": None, "margin": 0.0, "margin_range": [-0.25, 0.25],
                      "net": {"_target_": "falco.backbones.arcface.load_arcface_irse50", "path": None}},
-        "attributes": {"checkpoint": None, "attr_weight": 0.1, "views": 0,
+        "attributes": {"checkpoint": None, "attr_weight": 0.1, "views": 0, "pairing_unique": False,
                        "net": {"_target_": "falco.backbones.farl.load_farl", "path": None, "normalize": True}},
         "generator": {"alignment": "ffhq", "net": {"path": None, "truncation_psi": 0.7}},
         "inversion": {"net": {"_target_": "falco.backbones.e4e.load_e4e", "path": None}, "needs_generator": False},
@@ -442,3 +443,13 @@ def test_trainers_instantiate(tmp_path):
         assert cfg.trainer.precision == "auto"  # resolved by build_trainer, not by Lightning
         trainer = build_trainer(cfg, str(tmp_path))
         assert trainer.predict_loop is not None and cfg.trainer.precision in ("bf16-mixed", "32-true")
+
+
+def test_pairing_is_unique_for_the_embedded_default_and_nearest_for_farl():
+    import train
+
+    for overrides, unique in (([], True), (["attributes=ensemble"], True), (["attributes=farl"], False),
+                              (["attributes=farl", "stages.pairing_unique=true"], True),
+                              (["stages.pairing_unique=false"], False)):
+        cfg = train.resolve_stage_defaults(compose_train(overrides))
+        assert cfg.stages.pairing_unique is unique, overrides  # written into cfg: config.yaml records it

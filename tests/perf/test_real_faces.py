@@ -1,0 +1,30 @@
+"""benchmarks/real_faces.py keeps exactly the faces that pass its probability and size rules, as
+square crops centred on each box."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from benchmarks import real_faces as rf
+
+
+class _Boxes:
+    def __init__(self, boxes, probs) -> None:
+        self.boxes, self.probs = np.array(boxes, dtype=np.float64), np.array(probs)
+
+    def detect(self, image):
+        return self.boxes, self.probs
+
+
+def test_only_confident_large_faces_are_cut_square_about_their_box():
+    image = np.zeros((600, 600, 3), np.uint8)
+    image[200:300, 100:200] = 255  # the first face's box, white
+    det = _Boxes([[100, 200, 200, 300], [400, 400, 500, 500], [10, 10, 50, 50]], [0.999, 0.9, 0.999])
+    faces = rf.faces_of(Image.fromarray(image), det)  # 2nd: unsure, 3rd: too small
+    assert len(faces) == 1 and faces[0].size == (rf.SIZE, rf.SIZE)
+    crop = np.asarray(faces[0])
+    inner = rf.SIZE / rf.CROP  # the box's side inside the crop
+    lo, hi = int(rf.SIZE / 2 - inner / 2) + 3, int(rf.SIZE / 2 + inner / 2) - 3
+    assert crop[lo:hi, lo:hi].min() > 230 and crop[:lo - 6].max() < 25 and crop[:, hi + 6:].max() < 25  # LANCZOS rings
+    assert rf.faces_of(Image.fromarray(image), _Boxes(np.zeros((0, 4)), [])) == []
