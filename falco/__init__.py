@@ -1,6 +1,16 @@
 """FALCO face-dataset anonymization (the library every job, test and benchmark imports)."""
 
+import os
+
 import torch
+
+# MKL's conditional numerical reproducibility: its float32 GEMM otherwise picks code paths by the
+# memory alignment of its operands, so the same product can differ in the last bit from one call
+# to the next (seen: method.batch_invariant runs stopped matching the official per-image loop
+# after unrelated allocations). Strict mode keeps the CPU's best instruction set and makes results
+# independent of alignment. MKL reads it at its first call, so setting it after importing torch
+# is in time; a user's own MKL_CBWR wins.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 # Subnormal floats are flushed to zero (FTZ/DAZ) in every process that uses the library: CPUs
 # compute them in microcode, and the attribute nets' gradients produce them. Measured on an AVX2
