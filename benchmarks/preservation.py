@@ -36,6 +36,11 @@ VARIANTS = {  # name -> train.py overrides
     "ensemble+shared": ["attributes=ensemble", "stages.pairing_unique=false"],  # two attribute families
     "ensemble": ["attributes=ensemble"],  # two attribute families, unique pairing
     "weight2+shared": ["attributes.attr_weight=2.0", "stages.pairing_unique=false"],  # twice the attribute weight
+    "weight3": ["attributes.attr_weight=3.0"],  # three times the attribute weight, unique pairing
+    "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
+    "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with
+    "steps100": ["method.steps=100"],  # twice the Adam steps
+    "inversion": ["method.init=inversion"],  # start from the original's inversion instead of a fake
 }
 GENDER_JUDGES = ("faceapi", "adience", "mini_xception", "faceplugin")
 AGE_JUDGES = ("faceapi", "adience", "faceplugin")

@@ -20,8 +20,8 @@ def mkl_cbwr(**env: str) -> str:
     return out.stdout.strip()
 
 
-def test_import_sets_strict_reproducibility():
-    assert mkl_cbwr() == "AUTO,STRICT"
+def test_import_turns_on_reproducible_results():
+    assert mkl_cbwr() == "AUTO"
 
 
 def test_a_users_setting_wins():
