@@ -39,8 +39,10 @@ VARIANTS = {  # name -> train.py overrides
     "weight3": ["attributes.attr_weight=3.0"],  # three times the attribute weight, unique pairing
     "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
     "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with
+    "pool4096+margin0.85": ["stages.pool_size=4096", "identity.margin=0.85"],  # closer fakes, pushed farther
+    "pool16384": ["stages.pool_size=16384"],  # 16x the fake pool
     "steps100": ["method.steps=100"],  # twice the Adam steps
-    "inversion": ["method.init=inversion"],  # start from the original's inversion instead of a fake
+    "inversion": ["method.init=inversion", "inversion=projection"],  # from the original's own code
 }
 GENDER_JUDGES = ("faceapi", "adience", "mini_xception", "faceplugin")
 AGE_JUDGES = ("faceapi", "adience", "faceplugin")
