@@ -6,6 +6,8 @@
     python train.py -m method.margin=0.7,0.9         # a sweep, one run directory per job
     python train.py run_dir=R shard=1/4              # a quarter of the dataset (array job 1 of 4)
 
+Everything the job prints is also appended to <run_dir>/train.log (falco/runlog.py).
+
 Exit code: 0 when every image was anonymized, 3 (EXIT_SKIPPED) when some were skipped
 (unreadable, no face, ...: see summary.json "skip_reasons"), 4 (EXIT_STOPPED) when SIGTERM or
 SIGINT stopped it (falco/stopping.py: nothing partial is written; the same command with the same
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
@@ -36,6 +39,7 @@ from falco.job import parse_shard, run_job
 from falco.pipeline import Networks, StageKnobs
 from falco.precision import PrecisionChoice, resolve_precision
 from falco.rundir import RunDir
+from falco.runlog import tee_output
 
 if TYPE_CHECKING:  # the evaluation suite is imported only by a search trial that scores itself
     from evaluation.objective import Objective
@@ -164,14 +168,15 @@ def main(cfg: DictConfig) -> float | None:
         return None
     objective = search_objective(cfg)
     out = output_dir(cfg)
-    try:
-        with stopping.on_signals():
-            result = run(cfg, out)
-    except stopping.Stopped as stop:  # caught here: Hydra would turn it into exit code 1
-        _stopped_jobs.append(out)
-        if rank_zero_only.rank == 0:
-            print(stopped_message(stop, out), flush=True)
-        return None
+    with tee_output(Path(out) / "train.log", enabled=rank_zero_only.rank == 0):  # the run keeps its own log
+        try:
+            with stopping.on_signals():
+                result = run(cfg, out)
+        except stopping.Stopped as stop:  # caught here: Hydra would turn it into exit code 1
+            _stopped_jobs.append(out)
+            if rank_zero_only.rank == 0:
+                print(stopped_message(stop, out), flush=True)
+            return None
     if result.skipped:
         _skipped_jobs.append(str(result.run.root))
     # The return value is what sweepers (Optuna) optimize: with an `objective:` block, the

@@ -70,6 +70,11 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path):
     assert re.search(r"\[progress\] optimize: \d+/\d+ images .*, stopped", log)
     stop = next(x for x in lines if x.startswith("[stop] stopped by SIGTERM"))
     assert "Resume with python train.py " in stop and f"run_dir={out}" in stop and "Exit code 4" in stop
+    # The run directory keeps the same lines (falco/runlog.py), the stop line last.
+    kept = (out / "train.log").read_text().splitlines()
+    shown = [x.rstrip("\n") for x in lines if x.startswith("[progress] ")]
+    assert [x for x in kept if x.startswith("[progress] ")] == shown
+    assert kept[-1] == stop.rstrip("\n")
 
     # Nothing partial: every release image has its record and latent, no claim or temporary file is left.
     before = records(out)
