@@ -40,6 +40,8 @@ VARIANTS = {  # name -> train.py overrides
     "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
     "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with
     "pool4096+margin0.85": ["stages.pool_size=4096", "identity.margin=0.85"],  # closer fakes, pushed farther
+    "pairviews4": ["stages.pairing_views=4"],  # pairing features averaged over 4 fixed random views
+    "pool4096+pairviews4": ["stages.pool_size=4096", "stages.pairing_views=4"],
     "pool16384": ["stages.pool_size=16384"],  # 16x the fake pool
     "steps100": ["method.steps=100"],  # twice the Adam steps
     "inversion": ["method.init=inversion", "inversion=projection"],  # from the original's own code
