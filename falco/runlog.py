@@ -19,6 +19,11 @@ from typing import IO, Any
 _ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # terminal control sequences (cursor moves, colours)
 
 
+def final_state(line: str) -> str:
+    """A line as it last stood on a terminal: the text after its last carriage return, no escapes."""
+    return _ESCAPE.sub("", line.rsplit("\r", 1)[-1]).rstrip()
+
+
 class LogFile:
     """Complete lines appended to one file, each flushed at once (O_APPEND: safe beside other writers)."""
 
@@ -35,7 +40,7 @@ class LogFile:
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
             for line in lines:
-                self._file.write(_ESCAPE.sub("", line.rsplit("\r", 1)[-1]).rstrip() + "\n")
+                self._file.write(final_state(line) + "\n")
             if lines:
                 self._file.flush()
 
@@ -43,7 +48,7 @@ class LogFile:
         with self._lock:
             if self._file is None:
                 return
-            last = _ESCAPE.sub("", self._pending.rsplit("\r", 1)[-1]).rstrip()
+            last = final_state(self._pending)
             if last:
                 self._file.write(last + "\n")
             self._file.close()
