@@ -27,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.real_faces import write_real_faces  # noqa: E402
+from falco.reid import p_above_chance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {  # name -> train.py overrides
@@ -45,6 +46,12 @@ VARIANTS = {  # name -> train.py overrides
     "pool16384": ["stages.pool_size=16384"],  # 16x the fake pool
     "steps100": ["method.steps=100"],  # twice the Adam steps
     "inversion": ["method.init=inversion", "inversion=projection"],  # from the original's own code
+    # the generator's own reach: the original's inversion, left as it is (both loss weights 0, so
+    # Adam's steps move nothing): what the judges read when only the generator changes the face
+    "reconstruction": ["method.init=inversion", "inversion=projection", "method.id_weight=0",
+                       "attributes.attr_weight=0", "method.steps=1"],
+    "reconstruction1000": ["method.init=inversion", "inversion=projection", "inversion.net.steps=1000",
+                           "method.id_weight=0", "attributes.attr_weight=0", "method.steps=1"],
 }
 GENDER_JUDGES = ("faceapi", "adience", "mini_xception", "faceplugin")
 AGE_JUDGES = ("faceapi", "adience", "faceplugin")
@@ -69,6 +76,8 @@ def row(summary: dict) -> dict:
     for name, r in h["identity"].items():
         ident = r["attacker_alignment"]["identification"]
         out[f"top1/{name}"], out["chance"] = ident["top1"], ident["chance_top1"]
+        hits = round(ident["top1"] * ident["n_evaluated"])  # one-sided binomial test against chance:
+        out[f"p/{name}"] = p_above_chance(hits, ident["n_evaluated"], ident["chance_top1"])
         if name == "sface":
             div = r["diversity"]
             out["diversity"] = (div["anonymized_same_person_rate"], div["originals_same_person_rate"])
@@ -78,6 +87,7 @@ def row(summary: dict) -> dict:
             out[f"gender/{name}"] = (a["gender_agreement"], ceiling["gender_agreement"])
         if "age_abs_diff" in a:
             out[f"age/{name}"] = a["age_abs_diff"]
+            out[f"age_ceiling/{name}"] = ceiling.get("age_abs_diff")
     wb = summary["attributes"]["anonymized"]
     out["white_box"] = (summary["attributes"]["network"], wb["gender_agreement"], wb["age_abs_diff"])
     return out
@@ -85,21 +95,25 @@ def row(summary: dict) -> dict:
 
 def table(rows: dict[str, dict]) -> str:
     chance = next(iter(rows.values()))["chance"]
-    head = ["variant", f"re-ID top-1 {'/'.join(RECOGNIZERS)} (chance {100 * chance:.1f}%)",
+    head = ["variant", f"re-ID top-1 {'/'.join(RECOGNIZERS)} (chance {100 * chance:.1f}%; * above it, p < 0.05)",
             "diversity SFace anon / orig", *(f"gender {j} (ceiling)" for j in GENDER_JUDGES),
-            f"abs age diff {'/'.join(AGE_JUDGES)}", "WHITE-BOX gender / age diff"]
+            f"abs age diff {'/'.join(AGE_JUDGES)} (ceilings)", "WHITE-BOX gender / age diff"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for name, r in rows.items():
         div = r.get("diversity")
         one = r["n"] < 2  # one face: identification and diversity mean nothing
-        cells = [name, "n/a (one face)" if one else " / ".join(pct(r.get(f"top1/{k}")) for k in RECOGNIZERS) + "%",
+        top1 = " / ".join(pct(r.get(f"top1/{k}")) + ("*" if (r.get(f"p/{k}") or 1.0) < 0.05 else "")
+                          for k in RECOGNIZERS)
+        cells = [name, "n/a (one face)" if one else top1 + "%",
                  "-" if one or not div else f"{pct(div[0])} / {pct(div[1])}%"]
         for j in GENDER_JUDGES:
             g = r.get(f"gender/{j}")
             cells.append(f"{pct(g[0])}% ({pct(g[1])})" if g else "in the loss" if j in r["skipped"] else "-")
-        ages = (r.get(f"age/{j}") for j in AGE_JUDGES)
-        cells.append(" / ".join("-" if a is None else f"{a:.1f}" for a in ages) + " y")
+        ages = [r.get(f"age/{j}") for j in AGE_JUDGES]
+        ceilings = [r.get(f"age_ceiling/{j}") for j in AGE_JUDGES]
+        years = lambda vs: " / ".join("-" if v is None else f"{v:.1f}" for v in vs)  # noqa: E731
+        cells.append(f"{years(ages)} y ({years(ceilings)})")
         net, g, a = r["white_box"]
         cells.append(f"{net}: {pct(g)}% / {a:.1f} y")
         lines.append("| " + " | ".join(cells) + " |")

@@ -414,7 +414,8 @@ def format_heldout(r: dict) -> list[str]:
         ident, native = a["identification"], a["verification"]["native"] or {}
         div = j["diversity"]
         lines.append(
-            f"  re-ID [{name}, attacker alignment] top-1 {ident['top1']:.1%} (chance {ident['chance_top1']:.1%}), "
+            f"  re-ID [{name}, attacker alignment] top-1 {ident['top1']:.1%} (chance {ident['chance_top1']:.1%}, "
+            f"p = {ident.get('top1_p_above_chance', float('nan')):.2g} that chance scores as high), "
             f"mean rank {ident.get('mean_rank', float('nan')):.1f} (chance {ident['chance_mean_rank']:.1f}), "
             f"verified as original {native.get('reid_rate', float('nan')):.1%} "
             f"(unrelated originals {native.get('false_match_rate', float('nan')):.1%})")

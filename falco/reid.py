@@ -106,7 +106,8 @@ def identification(probe: Tensor, probe_labels: Tensor | Sequence, gallery: Tens
     exclude_self. Rates are over evaluated probes; skipped (counted) are probes whose identity
     has no gallery image (left) and probes with NaN embeddings (no face found).
     Returns {"top{k}": rate, "mean_rank" (1-based rank of the own identity), counts...,
-    "chance_top1": 1/identities}.
+    "chance_top1": 1/identities, "top1_ci95" (Wilson), "top1_p_above_chance" (one-sided
+    binomial test against chance: is the top-1 rate more than luck?)}.
     """
     if exclude_self and self_index is None:
         raise ValueError("exclude_self=True needs self_index (gallery row of each probe's original)")
@@ -126,9 +127,11 @@ def identification(probe: Tensor, probe_labels: Tensor | Sequence, gallery: Tens
     n_eval = int(valid.sum())
     out = {f"top{k}": (float((ranks[valid] < k).double().mean()) if n_eval else math.nan) for k in ks}
     out["mean_rank"] = float(ranks[valid].double().mean() + 1) if n_eval else math.nan  # 1 = own identity first
+    chance, hits = 1.0 / max(len(identities), 1), int((ranks[valid] == 0).sum())
     out.update(n_probes=int(probe.shape[0]), n_evaluated=n_eval, n_skipped=int((~valid).sum()),
                n_gallery=int(gallery.shape[0]), n_identities=int(len(identities)),
-               exclude_self=bool(exclude_self), chance_top1=1.0 / max(len(identities), 1))
+               exclude_self=bool(exclude_self), chance_top1=chance,
+               top1_ci95=wilson_interval(hits, n_eval), top1_p_above_chance=p_above_chance(hits, n_eval, chance))
     return out
 
 
@@ -204,6 +207,18 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> list[float]:
 
     ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
     return [float(ci.low), float(ci.high)]
+
+
+def p_above_chance(successes: int, n: int, chance: float) -> float:
+    """One-sided binomial p-value of `successes` or more hits in n tries at rate `chance`: how
+    often guessing alone would score at least this (small = re-identification beyond chance);
+    nan when n == 0. With few identities a rate several times chance can still be luck (3 hits
+    of 21 at chance 1/21: p = 0.08)."""
+    if n == 0:
+        return math.nan
+    from scipy.stats import binomtest
+
+    return float(binomtest(int(successes), int(n), min(max(chance, 0.0), 1.0), alternative="greater").pvalue)
 
 
 def pair_distances(distance: PairDistance, a: Tensor, b: Tensor, pairs: Tensor,

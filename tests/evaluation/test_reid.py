@@ -31,6 +31,24 @@ def test_swapped_identities_give_zero_top1_and_ties_count_as_found():
     assert out["top5"] == 1.0
 
 
+def test_top1_is_tested_against_chance():
+    """3 of 21 found (chance 1/21): p = 1 - P(0, 1 or 2 hits) = 0.075, not beyond chance; all 21
+    found: p = (1/21)^21; none found: p = 1. The Wilson interval holds the rate."""
+    g = torch.eye(21)
+    probe = g.clone()
+    probe[3:] = g[3:].roll(1, dims=0)  # probes 3..20 look like somebody else
+    out = identification(probe, torch.arange(21), g, torch.arange(21))
+    assert out["top1"] == 3 / 21
+    p0 = (20 / 21) ** 21
+    p1 = 21 * (1 / 21) * (20 / 21) ** 20
+    p2 = 210 * (1 / 21) ** 2 * (20 / 21) ** 19
+    assert math.isclose(out["top1_p_above_chance"], 1 - p0 - p1 - p2, rel_tol=1e-9)
+    assert out["top1_ci95"][0] < 3 / 21 < out["top1_ci95"][1]
+    assert math.isclose(identification(g, torch.arange(21), g, torch.arange(21))["top1_p_above_chance"],
+                        (1 / 21) ** 21, rel_tol=1e-9)
+    assert identification(g.roll(1, dims=0), torch.arange(21), g, torch.arange(21))["top1_p_above_chance"] == 1.0
+
+
 def test_exclude_self_uses_other_photos_and_skips_single_image_people():
     gen = torch.Generator().manual_seed(1)
     centers = torch.randn(4, 16, generator=gen) * 5
