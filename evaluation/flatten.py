@@ -53,6 +53,8 @@ def heldout_metrics(h: dict | None) -> dict[str, dict]:
         a = j["attacker_alignment"]
         out[f"heldout_reid_top1@{name}"] = _m(a["identification"]["top1"], name, False)
         out[f"heldout_chance_top1@{name}"] = _m(a["identification"]["chance_top1"], name, False)
+        if "top1_p_above_chance" in a["identification"]:  # runs measured before the test existed lack it
+            out[f"heldout_reid_top1_p@{name}"] = _m(a["identification"]["top1_p_above_chance"], name, False)
         out[f"heldout_mean_rank@{name}"] = _m(a["identification"]["mean_rank"], name, False)
         out[f"heldout_chance_mean_rank@{name}"] = _m(a["identification"]["chance_mean_rank"], name, False)
         native = a["verification"]["native"] or {}

@@ -44,6 +44,7 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
                 "heldout_age_abs_diff@adience", "heldout_detection@yunet"):
         assert m[key]["value"] is not None, key
     assert m["heldout_chance_top1@sface"]["value"] == 1 / 6
+    assert 0 < m["heldout_reid_top1_p@sface"]["value"] <= 1  # top-1 tested against chance
     assert falco["details"]["heldout"]["identity"]["sface"]["protocol_default"] == "attacker_alignment"
     assert (out / "eval" / "falco" / "summary.json").is_file()
     logged = next((out / "eval" / "falco").rglob("metrics.csv")).read_text().splitlines()[0].split(",")
