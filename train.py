@@ -90,6 +90,9 @@ def resolve_stage_defaults(cfg: DictConfig) -> DictConfig:
     if cfg.stages.pairing_unique is None:
         with open_dict(cfg):
             cfg.stages.pairing_unique = bool(cfg.attributes.pairing_unique)
+    if cfg.stages.get("pairing_distinct") and not cfg.stages.pairing_unique:
+        raise ValueError("stages.pairing_distinct=true needs stages.pairing_unique=true (distinct fakes are "
+                         "unique ones); set both, or drop pairing_distinct")
     return cfg
 
 

@@ -45,6 +45,10 @@ VARIANTS = {  # name -> train.py overrides
     "pool4096+pairviews4": ["stages.pool_size=4096", "stages.pairing_views=4"],
     "pool16384": ["stages.pool_size=16384"],  # 16x the fake pool
     "steps100": ["method.steps=100"],  # twice the Adam steps
+    # no two originals start from fakes the run's recognizer calls one person (stages.pairing_distinct)
+    "distinct": ["stages.pairing_distinct=true"],
+    "pool4096+distinct": ["stages.pool_size=4096", "stages.pairing_distinct=true"],
+    "pool4096+margin0.85+distinct": ["stages.pool_size=4096", "identity.margin=0.85", "stages.pairing_distinct=true"],
     "inversion": ["method.init=inversion", "inversion=projection"],  # from the original's own code
     # the generator's own reach: the original's inversion, left as it is (both loss weights 0, so
     # Adam's steps move nothing): what the judges read when only the generator changes the face

@@ -86,6 +86,24 @@ def _batched(fn, prepared: Prepared, batch: int, name: str, device: str | torch.
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
+def _fake_identities(nets: Networks, latents: torch.Tensor, template: torch.Tensor, batch: int,
+                     device: str | torch.device) -> torch.Tensor:
+    """The run's recognizer's embeddings (on the CPU) of the pool fakes of these latents, rendered
+    again in batches on `device`; fakes sit in the generator's frame, so the crops come from the
+    frame template's landmarks."""
+    res, outs = nets.generator.resolution, []
+    with on_device(device, nets.generator, nets.identity), Progress("pairing: candidate identities",
+                                                                    len(latents)) as bar:
+        for z in latents.split(batch):
+            stop_point()
+            with torch.no_grad():
+                images = nets.generator.synthesize(z.to(device)).float()
+                lm = (template * res).to(images.device).expand(len(z), -1, -1)
+                outs.append(nets.identity.embed(images, nets.identity.crop_theta(lm, (res, res))).float().cpu())
+            bar.update(len(z))
+    return torch.cat(outs)
+
+
 def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKnobs,
                device: str | torch.device = "cpu") -> StageOutputs:
     """Every stage's networks compute on `device` (falco/device.py), in batches of at most
@@ -154,6 +172,8 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
     pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "attributes": fp["attributes"],
                  "unique": bool(knobs.pairing_unique),  # None (no attribute config said) = false
                  "detectable_only": knobs.pairing_detectable_only}
+    if knobs.pairing_distinct:  # only then: the default's cache keys stay what they were
+        pair_spec.update(distinct=True, identity=fp["identity"], generator=fp["generator"])
     usable = pool["detected"].nonzero().squeeze(1) if knobs.pairing_detectable_only \
         else torch.arange(len(pool["features"]))
     if len(usable) == 0:
@@ -167,7 +187,16 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
                             "pairing features", device)
         feats = pool["features"][usable]
         if knobs.pairing_unique:
-            idx = unique_assignment(real, feats)[:, None]
+            ident = nets.identity
+            identities = (lambda rows: _fake_identities(nets, pool["latents"][usable[rows]], template, knobs.batch,
+                                                        device)) if knobs.pairing_distinct else None
+            idx, fallbacks = unique_assignment(
+                real, feats, identities=identities,
+                same_person=lambda e, others: ident.distance(e.expand_as(others), others) < ident.same_person_below)
+            idx = idx[:, None]
+            if identities is not None:
+                print(f"[pairing] distinct: {fallbacks} of {len(idx)} originals found no candidate fake unlike the "
+                      "fakes already taken (given their nearest free one)", flush=True)
             sim = torch.nn.functional.cosine_similarity(real, feats[idx[:, 0]])[:, None]
         else:
             idx, sim = nearest(real, feats, k=1)  # the nearest fake initializes the latent (paper)

@@ -204,6 +204,9 @@ class StagesConfig:
     # writes it here, so config.yaml records it): on for the embedded default, off for FaRL
     pairing_unique: bool | None = None
     pairing_detectable_only: bool = True  # pair only with fakes in which MTCNN finds a face
+    # with pairing_unique: also skip a candidate fake that the run's recognizer calls the same person
+    # as a fake already given to another original (no two people start from near-twins) | false: off
+    pairing_distinct: bool = False
     pairing_views: int = 0  # pairing features averaged over this many fixed random views (falco/views.py); 0 = paper
     frame_samples: int = 64  # generator samples used to measure where its faces' landmarks sit
     batch: int = 32  # images per batch in the batched stages (inversion, pairing features)

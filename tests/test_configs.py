@@ -453,3 +453,7 @@ def test_pairing_is_unique_for_the_embedded_default_and_nearest_for_farl():
                               (["stages.pairing_unique=false"], False)):
         cfg = train.resolve_stage_defaults(compose_train(overrides))
         assert cfg.stages.pairing_unique is unique, overrides  # written into cfg: config.yaml records it
+    import pytest
+
+    with pytest.raises(ValueError, match="pairing_distinct=true needs stages.pairing_unique=true"):
+        train.resolve_stage_defaults(compose_train(["stages.pairing_distinct=true", "stages.pairing_unique=false"]))

@@ -16,7 +16,7 @@ def test_nearest_matches_brute_force_across_chunks():
 def test_unique_assignment_never_reuses_a_fake():
     real = torch.ones(6, 4) + 0.01 * torch.randn(6, 4)  # all prefer the same fakes
     fake = torch.randn(10, 4)
-    out = unique_assignment(real, fake, candidates=2)
+    out, _ = unique_assignment(real, fake, candidates=2)
     assert len(set(out.tolist())) == 6 and out.min() >= 0
 
 
@@ -31,7 +31,31 @@ def test_unique_assignment_spreads_a_small_pool_evenly():
     g = torch.Generator().manual_seed(1)
     real, fake = torch.randn(10, 8, generator=g), torch.randn(4, 8, generator=g)
     real[:6] = fake[0] + 0.01 * torch.randn(6, 8, generator=g)  # six originals all nearest to fake 0
-    out = unique_assignment(real, fake)
+    out, _ = unique_assignment(real, fake)
     counts = torch.bincount(out, minlength=4)
     assert counts.max() <= 3 and counts.sum() == 10  # ceil(10 / 4) = 3 per fake
     assert counts[0] == 3
+
+
+def test_distinct_assignment_skips_fakes_that_look_like_a_taken_one():
+    """Fakes 0 and 1 are the two nearest to everyone but one synthetic person (identity
+    embedding (0,0)); unique pairing gives them to two originals, distinct pairing gives the
+    second original fake 2, the nearest that looks like somebody else. Only candidates are
+    embedded; with no unlike candidate left the nearest free one is used and counted."""
+    real = torch.tensor([[1.0, 0.0], [1.0, 0.05]])
+    fake = torch.tensor([[1.0, 0.01], [1.0, 0.02], [1.0, 0.5], [0.0, 1.0]])
+    person = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 9.0]])
+    seen = []
+
+    def identities(rows):
+        seen.append(rows.tolist())
+        return person[rows]
+
+    same = lambda e, others: (e - others).norm(dim=-1) < 0.6  # noqa: E731
+    plain, _ = unique_assignment(real, fake, candidates=3)
+    assert sorted(plain.tolist()) == [0, 1]
+    out, fallbacks = unique_assignment(real, fake, candidates=3, identities=identities, same_person=same)
+    assert sorted(out.tolist()) == [0, 2] and fallbacks == 0
+    assert sorted(seen[0]) == [0, 1, 2]  # fake 3 is no one's candidate: never embedded
+    out, fallbacks = unique_assignment(real, fake, candidates=2, identities=identities, same_person=same)
+    assert sorted(out.tolist()) == [0, 1] and fallbacks == 1  # only look-alikes left: counted

@@ -94,3 +94,32 @@ def test_fingerprint_of_non_persistent_buffers_only_when_asked():
     assert module_fingerprint(a) == module_fingerprint(b)  # the state dict alone (as before)
     assert module_fingerprint(a, all_buffers=True) != module_fingerprint(b, all_buffers=True)
     assert module_fingerprint(a, all_buffers=True) == module_fingerprint(TinyInversion(seed=0), all_buffers=True)
+
+
+def test_distinct_pairing_gives_different_people_different_looking_fakes(parts, first):
+    """stages.pairing_distinct: only the pairing stage is recomputed, the run's recognizer embeds
+    the candidate fakes, and no two originals start from fakes it calls one person (unless the
+    run said so: counted as fallbacks)."""
+    cache, base = first
+    nets = Networks(**{k: v for k, v in parts.items() if k != "source"})
+    calls = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+             for m in nets.identity.modules()]
+    try:
+        distinct = run_stages(nets, parts["source"], cache,
+                              StageKnobs(pool_size=64, frame_samples=16, batch=2, pairing_unique=True,
+                                         pairing_distinct=True))
+    finally:
+        for h in hooks:
+            h.remove()
+    unique = run_stages(nets, parts["source"], cache,
+                        StageKnobs(pool_size=64, frame_samples=16, batch=2, pairing_unique=True))
+    assert _changed(distinct, unique) == {"pairing"} and _changed(unique, base) == {"pairing"}
+    assert calls and max(calls) <= 2  # candidate fakes embedded, in batches of stages.batch
+    idx = distinct.pair_index
+    assert len(set(idx.tolist())) == len(idx)  # still unique
+    from falco.pipeline import _fake_identities
+    emb = _fake_identities(nets, distinct.pool["latents"][idx], distinct.template, 2, "cpu")
+    d = torch.cdist(emb, emb)
+    same = (d < nets.identity.same_person_below) & ~torch.eye(len(idx), dtype=torch.bool)
+    assert not same.any()
