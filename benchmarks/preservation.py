@@ -4,14 +4,17 @@ each preservation knob, on generated faces and on real ones (benchmarks/real_fac
     .venv/bin/python benchmarks/preservation.py [--faces 64] [--variants default ensemble ...]
         [--out preservation.json]
 
-Datasets: `generated` (data=synthetic, --faces), `real` (21 real women), `astronaut` (her alone:
+Datasets: `generated` (data=synthetic, --faces), `real` (27 real faces, 3 of them men,
+with their true gender), `astronaut` (her alone:
 each judge's verdict on her, 0 or 100%; re-identification is meaningless with one face).
 Each (dataset, variant) is one `python train.py` into its own run directory; every run shares
 one stage cache, so a variant recomputes only what its knobs change. Prints a markdown table
 per dataset: re-identification top-1 per held-out recognizer beside chance, SFace diversity
 (anonymized vs originals), gender agreement per held-out judge with its ceiling (original vs
-its mirror) in brackets, |age difference| of the held-out age judges, then the white-box
-figures. A judge the variant's loss uses is left out of that run (its cell says so).
+its mirror) in brackets, |age difference| of the held-out age judges, on the real faces how
+often each gender judge reads the men as men and the women as women (originals -> anonymized,
+against the true labels), then the white-box figures. A judge the variant's loss uses is left out
+of that run (its cell says so).
 Not a test: it reports numbers.
 """
 
@@ -92,6 +95,10 @@ def row(summary: dict) -> dict:
         if "age_abs_diff" in a:
             out[f"age/{name}"] = a["age_abs_diff"]
             out[f"age_ceiling/{name}"] = ceiling.get("age_abs_diff")
+    for name, g in h.get("gender_vs_truth", {}).items():  # against the true labels (real faces)
+        out[f"men/{name}"] = (g["men_read_male"]["originals"], g["men_read_male"]["anonymized"], g["n_men"])
+        out[f"women/{name}"] = (g["women_read_female"]["originals"], g["women_read_female"]["anonymized"],
+                                g["n_women"])
     wb = summary["attributes"]["anonymized"]
     out["white_box"] = (summary["attributes"]["network"], wb["gender_agreement"], wb["age_abs_diff"])
     return out
@@ -102,6 +109,8 @@ def table(rows: dict[str, dict]) -> str:
     head = ["variant", f"re-ID top-1 {'/'.join(RECOGNIZERS)} (chance {100 * chance:.1f}%; * above it, p < 0.05)",
             "diversity SFace anon / orig", *(f"gender {j} (ceiling)" for j in GENDER_JUDGES),
             f"abs age diff {'/'.join(AGE_JUDGES)} (ceilings)", "WHITE-BOX gender / age diff"]
+    truth = [k for k in ("men", "women") if any(f"{k}/{j}" in r for r in rows.values() for j in GENDER_JUDGES)]
+    head[-1:-1] = [f"{k} read as {k}, original -> anonymized, {' / '.join(GENDER_JUDGES)}" for k in truth]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     for name, r in rows.items():
@@ -118,6 +127,9 @@ def table(rows: dict[str, dict]) -> str:
         ceilings = [r.get(f"age_ceiling/{j}") for j in AGE_JUDGES]
         years = lambda vs: " / ".join("-" if v is None else f"{v:.1f}" for v in vs)  # noqa: E731
         cells.append(f"{years(ages)} y ({years(ceilings)})")
+        for k in truth:
+            cells.append(" / ".join(f"{pct(t[0])}->{pct(t[1])}" if (t := r.get(f"{k}/{j}")) else "-"
+                                    for j in GENDER_JUDGES) + "%")
         net, g, a = r["white_box"]
         cells.append(f"{net}: {pct(g)}% / {a:.1f} y")
         lines.append("| " + " | ".join(cells) + " |")
@@ -137,7 +149,8 @@ def main() -> None:
     datasets = {"generated": [f"data.identities={args.faces}"]}
     if {"real", "astronaut"} & set(args.datasets):
         real = write_real_faces(work / "real_faces")
-        datasets["real"] = ["data=folder", f"data.root={work / 'real_faces'}"]
+        datasets["real"] = ["data=folder", f"data.root={work / 'real_faces'}",
+                            f"data.labels={work / 'real_faces' / 'labels.csv'}"]
         print(f"real faces: {len(real)} in {work / 'real_faces'}", flush=True)
         (work / "astronaut").mkdir(exist_ok=True)  # the astronaut alone: her own verdicts (n = 1)
         (work / "astronaut" / "astronaut.png").write_bytes((work / "real_faces" / "astronaut.png").read_bytes())

@@ -71,6 +71,9 @@ def heldout_metrics(h: dict | None) -> dict[str, dict]:
                 out[f"heldout_{key}@{name}"] = _m(a[key], name, False)
         if "pose_error_deg" in a:
             out[f"heldout_pose_error_deg@{name}"] = _m(a["pose_error_deg"]["mean"], name, False)
+    for name, g in h.get("gender_vs_truth", {}).items():  # against the dataset's true `Male` labels
+        out[f"heldout_gender_right@{name}"] = _m(g["anonymized_right"], name, False)
+        out[f"heldout_gender_right_originals@{name}"] = _m(g["originals_right"], name, False)
     if "detection" in h:
         out[f"heldout_detection@{h['detection']['detector']}"] = _m(h["detection"]["rate"], h["detection"]["detector"],
                                                                     False)

@@ -125,7 +125,8 @@ def heldout_metrics(cfg: DictConfig, data: EvalData, device: str | torch.device 
                           loss_networks=in_loss, device=device)
     chunks = ({"originals": data.originals[s:s + 64], "anonymized": data.anonymized[s:s + 64],
                "landmarks": data.landmarks[s:s + 64]} for s in range(0, len(data.ids), 64))
-    return heldout_report(judges, chunks, data.identities if data.has_identities else None, tuple(cfg.far))
+    return heldout_report(judges, chunks, data.identities if data.has_identities else None, tuple(cfg.far),
+                          male=[labels.get("Male") for labels in data.labels])
 
 
 def geometry_and_detection(data: EvalData, threshold: float, device: str | torch.device = "cpu") -> dict:

@@ -42,6 +42,29 @@ def gender_agreement(gender_original: torch.Tensor, gender_anonymized: torch.Ten
     return {"agreement": float(same.double().mean()) if n else math.nan, "n": n, "n_missing": missing}
 
 
+def gender_vs_truth(male_original: torch.Tensor, male_anonymized: torch.Tensor, truth: torch.Tensor, *,
+                    threshold: float = 0.5) -> dict:
+    """A judge's gender reading of the originals and of the anonymized faces against each image's
+    true gender (truth: 1 man, 0 woman, NaN unknown; images with a NaN anywhere are left out):
+    how often it is right on each, and, per true gender, how often it reads men as men and women
+    as women before and after. A method that turns everyone into one gender keeps that gender
+    "right" and the other wrong: the per-gender shares show it where the overall one may not."""
+    x, y, t = male_original.double().flatten(), male_anonymized.double().flatten(), truth.double().flatten()
+    if not x.shape == y.shape == t.shape:
+        raise ValueError(f"{x.numel()} originals, {y.numel()} anonymized, {t.numel()} true genders")
+    known = ~(torch.isnan(x) | torch.isnan(y) | torch.isnan(t))
+    x, y, t = x[known] >= threshold, y[known] >= threshold, t[known] >= 0.5
+
+    def share(mask: torch.Tensor, right: torch.Tensor) -> float | None:
+        return float(right[mask].double().mean()) if bool(mask.any()) else None
+
+    every = torch.ones_like(t)
+    return {"n": int(t.numel()), "n_men": int(t.sum()), "n_women": int((~t).sum()),
+            "originals_right": share(every, x == t), "anonymized_right": share(every, y == t),
+            "men_read_male": {"originals": share(t, x), "anonymized": share(t, y)},
+            "women_read_female": {"originals": share(~t, ~x), "anonymized": share(~t, ~y)}}
+
+
 def gender_age_agreement(pred_original: dict[str, torch.Tensor], pred_anonymized: dict[str, torch.Tensor]) -> dict:
     """{"gender_agreement", "age_abs_diff" (years)} between two `predict` outputs ({"male", "age"}),
     each present when the network predicts it."""

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from .agreement import age_difference, gender_agreement
+from .agreement import age_difference, gender_agreement, gender_vs_truth
 from .backbones.base import IdentityEncoder
 from .backbones.checkpoints import MissingWeights
 from .progress import Progress
@@ -330,7 +330,7 @@ def _predict(attributes: Any, images: torch.Tensor, boxes: torch.Tensor) -> dict
 
 
 def heldout_report(judges: HeldoutJudges, chunks: Iterable[dict[str, torch.Tensor]], identities: list | None = None,
-                   fars: tuple[float, ...] = (0.001, 0.01)) -> dict:
+                   fars: tuple[float, ...] = (0.001, 0.01), male: list | None = None) -> dict:
     """Every held-out figure for aligned originals and their anonymizations.
 
     chunks: dicts of "originals", "anonymized" (M,3,S,S in [-1,1]), "landmarks" (M,5,2: the
@@ -338,18 +338,19 @@ def heldout_report(judges: HeldoutJudges, chunks: Iterable[dict[str, torch.Tenso
     image sets judged for attributes against the originals (e.g. "paired_fake": the fakes before
     optimization, reported under "attributes_paired_fake"). Only embeddings and predictions are
     kept between chunks: memory is bounded by a chunk, not by the dataset.
-    identities: the dataset's person of each image, in order (None: every image its own person)."""
+    identities: the dataset's person of each image, in order (None: every image its own person).
+    male: each image's true gender from the dataset's labels (1 man, 0 woman, None unknown), or None."""
     parts = []
     with Progress("held-out judges", len(identities) if identities is not None else None) as bar:
         for c in chunks:
             parts.append(measure_chunk(judges, c))
             bar.update(len(c["originals"]))
-    return report_from(judges, parts, identities, fars)
+    return report_from(judges, parts, identities, fars, male)
 
 
 def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | None = None,
-                fars: tuple[float, ...] = (0.001, 0.01)) -> dict:
-    """The report from `measure_chunk` outputs, in dataset order."""
+                fars: tuple[float, ...] = (0.001, 0.01), male: list | None = None) -> dict:
+    """The report from `measure_chunk` outputs, in dataset order (male: as in heldout_report)."""
     if not parts:
         raise ValueError("no image to judge")
     m = concat(parts)
@@ -375,9 +376,28 @@ def report_from(judges: HeldoutJudges, parts: list[dict], identities: list | Non
                                  {name: m[f"attr/{name}/anonymized"] for name in judges.attributes})
     if consensus is not None:
         report["gender_consensus"] = consensus
+    truth = true_male(male, n)
+    if truth is not None:
+        report["gender_vs_truth"] = {
+            name: gender_vs_truth(m[f"attr/{name}/originals"]["male"], m[f"attr/{name}/anonymized"]["male"], truth)
+            for name in judges.attributes if "male" in m[f"attr/{name}/originals"]}
     if judges.skipped:
         report["skipped"] = dict(judges.skipped)
     return report
+
+
+def true_male(male: list | None, n: int) -> torch.Tensor | None:
+    """The dataset's true gender per image as 1 / 0 / NaN (unknown), or None when no image has one.
+    A label other than 0/1 (or true/false) is an error naming it, not a silent guess."""
+    if male is None or all(v is None for v in male):
+        return None
+    if len(male) != n:
+        raise ValueError(f"{len(male)} true genders for {n} images")
+    values = {0: 0.0, 1: 1.0, -1: 0.0}  # (True/False are 1/0 here); CelebA writes -1 for "no"
+    bad = sorted({repr(v) for v in male if v is not None and v not in values})
+    if bad:
+        raise ValueError(f"the `Male` label must be 1 (man) or 0 (woman); found {', '.join(bad[:5])}")
+    return torch.tensor([math.nan if v is None else values[v] for v in male], dtype=torch.float64)
 
 
 def gender_consensus(p_x: dict[str, dict], p_y: dict[str, dict]) -> dict | None:
@@ -439,12 +459,23 @@ def format_heldout(r: dict) -> list[str]:
                      "    majority of the judges: no decided face")
         if on_u:
             lines.append(f"    on the originals all judges agree on: {on_u}")
+    for name, g in r.get("gender_vs_truth", {}).items():
+        lines.append(f"  gender vs the true labels [{name}] " + truth_line(g))
     if "detection" in r:
         d = r["detection"]
         lines.append(f"  detection [{d['detector']}, did not select the inputs] {d['rate']:.1%}")
     for name, why in r.get("skipped", {}).items():
         lines.append(f"  {name}: skipped ({why.splitlines()[0][:120]})")
     return lines
+
+
+def truth_line(g: dict) -> str:
+    """One line of a judge's gender readings against the true labels (before -> after)."""
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    men, women = g["men_read_male"], g["women_read_female"]
+    return (f"(n = {g['n']}: {g['n_men']} men, {g['n_women']} women): right {pct(g['originals_right'])} on the "
+            f"originals -> {pct(g['anonymized_right'])} anonymized; men read as men {pct(men['originals'])} -> "
+            f"{pct(men['anonymized'])}, women as women {pct(women['originals'])} -> {pct(women['anonymized'])}")
 
 
 def attribute_line(a: dict) -> str:

@@ -323,6 +323,9 @@ class FolderData(PhotoData):
     """Any folder of photos, searched recursively; the largest face of each is anonymized."""
 
     _target_: str = "falco.data.sources.folder"
+    # CSV of per-image labels (header `file,<label>,...`, file relative to root), carried to the
+    # release; a `Male` column (1/0) is the truth the held-out gender judges are scored against; null = none
+    labels: Optional[str] = None
 
 
 @dataclass

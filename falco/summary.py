@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .agreement import gender_age_agreement
+from .agreement import gender_age_agreement, gender_vs_truth
 from .detect import detection_rate
 from .device import on_device
 from .heldout import (
@@ -32,6 +32,8 @@ from .heldout import (
     measure_outputs,
     report_from,
     select_rows,
+    true_male,
+    truth_line,
 )
 from .pipeline import Networks, StageOutputs
 from .progress import Progress
@@ -155,11 +157,13 @@ def summarize(run: RunDir, nets: Networks, stages: StageOutputs, records: list[d
                                             inputs["e_x"][rows], heldout, device))
                 bar.update(len(rows))
     rows = torch.tensor([index[r["id"]] for r in ok])
+    male = [(r.get("labels") or {}).get("Male") for r in ok]  # the dataset's true gender, where it has one
     if heldout is not None:
         identities = [r.get("identity") for r in ok]
         measured = {**select_rows(inputs["heldout"], rows), **concat([p["heldout"] for p in parts])}
         summary["heldout"] = report_from(heldout, [measured],
-                                         identities if all(i is not None for i in identities) else None)
+                                         identities if all(i is not None for i in identities) else None,
+                                         male=male)
     e_x, d = inputs["e_x"][rows], torch.cat([p["d"] for p in parts])
     p_x, p_f = ({n: t[rows] for n, t in inputs[key].items()} for key in ("p_x", "p_f"))
     p_y = {n: torch.cat([p["p_y"][n] for p in parts]) for n in parts[0]["p_y"]}
@@ -178,6 +182,9 @@ def summarize(run: RunDir, nets: Networks, stages: StageOutputs, records: list[d
     summary["attributes"] = {"network": nets.attributes.name, "white_box": True,
                              "anonymized": gender_age_agreement(p_x, p_y),
                              "paired_fake_before": gender_age_agreement(p_x, p_f)}
+    truth = true_male(male, len(ok))
+    if truth is not None and "male" in p_x:
+        summary["attributes"]["gender_vs_truth"] = gender_vs_truth(p_x["male"], p_y["male"], truth)
     summary["detection_rate"] = detection_rate(detections)["rate"]
     return summary
 
@@ -206,5 +213,8 @@ def format_summary(s: dict) -> str:
             f"paired fake before optimization: {attribute_line(att['paired_fake_before'])}",
             f"detection rate of outputs (MTCNN): {s['detection_rate']:.1%}",
         ]
+        if "gender_vs_truth" in att:
+            lines.insert(-1, f"  gender vs the true labels [{att['network']}, WHITE-BOX] "
+                         + truth_line(att["gender_vs_truth"]))
     return "\n".join(lines)
 

@@ -159,7 +159,7 @@ KEYED = {"name": "keyed", "key_file": None, "key_env": "FALCO_KEY", "steps": 50,
          "min_separation": None, "max_draws": 256, "center_samples": 256, "faithful_quirks": False,
          "batch_invariant": False, "views": {"views": 0}}  # keyed mode: no attribute views unless asked
 PHOTOS = {"root": "/tmp", "limit": None, "max_pixels": 150_000_000, "min_side": 16}
-DATA = {"folder": {"_target_": "falco.data.sources.folder", **PHOTOS},
+DATA = {"folder": {"_target_": "falco.data.sources.folder", **PHOTOS, "labels": None},  # labels: added 2026-12-03
         "lfw": {"_target_": "falco.data.sources.lfw", **PHOTOS, "pairs_file": "pairs.txt"},
         "celebahq": {"_target_": "falco.data.sources.celebahq", **PHOTOS, "split": "all", "require_identity": False,
                      "partition_file": None, "identity_file": None}}

@@ -99,10 +99,14 @@ def test_astronaut_photo_and_bad_files(fast_cfg, tmp_path):
     Image.fromarray(data.astronaut()).save(photos / "astronaut.jpg", quality=95)
     Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(photos / "sub" / "wall.png")
     (photos / "notes.jpg").write_text("not an image")
+    (tmp_path / "labels.csv").write_text("file,Male\nastronaut.jpg,0\nsub/wall.png,1\n")  # her true gender
     out = tmp_path / "run"
-    result = run(fast_cfg("data=folder", f"data.root={photos}", "method.steps=8"), str(out))
+    result = run(fast_cfg("data=folder", f"data.root={photos}", f"data.labels={tmp_path / 'labels.csv'}",
+                          "method.steps=8"), str(out))
     recs = {r["id"]: r for r in _records(out)}
-    assert recs["astronaut.jpg"]["status"] == "ok"
+    assert recs["astronaut.jpg"]["status"] == "ok" and recs["astronaut.jpg"]["labels"] == {"Male": 0}
+    truth = result.summary["attributes"]["gender_vs_truth"]  # white-box network against her true gender
+    assert (truth["n"], truth["n_women"]) == (1, 1) and truth["originals_right"] in (0.0, 1.0)
     assert recs["sub/wall.png"]["reason"] == "no_face"
     assert recs["notes.jpg"]["reason"] == "not_an_image"
     assert result.summary["done"] == 1 and result.summary["skipped"] == 2

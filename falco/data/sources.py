@@ -8,6 +8,7 @@ The builders below are what the `data/` configs instantiate.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -43,6 +44,8 @@ class FileSource:
             except OSError:
                 st = None
             h.update(f"{it.id}\x1f{st.st_size if st else -1}\x1f{st.st_mtime_ns if st else -1}\n".encode())
+            if it.labels:  # labels travel with the cached entries: new labels, new entries
+                h.update(json.dumps(it.labels, sort_keys=True).encode())
         return {"source": self.name, "items": len(self.items), "files": h.hexdigest()[:20],
                 "max_pixels": self.max_pixels, "min_side": self.min_side}
 
@@ -63,9 +66,11 @@ def synthetic(generator: Generator, check_faces: bool = True, check_min_prob: fl
 
 
 def folder(generator: Generator, root: str, limit: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-           min_side: int = DEFAULT_MIN_SIDE) -> FileSource:
-    """Any folder of photos, recursively; the generator is not used (same signature as synthetic)."""
-    return FileSource("folder", scan_folder(root, limit=limit), max_pixels=max_pixels, min_side=min_side)
+           min_side: int = DEFAULT_MIN_SIDE, labels: str | None = None) -> FileSource:
+    """Any folder of photos, recursively, with the labels of the `labels` CSV file; the generator
+    is not used (same signature as synthetic)."""
+    return FileSource("folder", scan_folder(root, limit=limit, labels=labels), max_pixels=max_pixels,
+                      min_side=min_side)
 
 
 def celebahq(generator: Generator, root: str, split: str = "all", limit: int | None = None,

@@ -51,6 +51,41 @@ def test_folder_errors(tmp_path):
     assert "limit" in error_of(scan_folder, tmp_path, limit=0)
 
 
+def test_folder_labels_from_a_csv_file(tmp_path):
+    from falco.data.sources import folder
+
+    for rel in ["a.png", "sub/b.png", "c.png"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        face(16).save(tmp_path / rel)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,Male,age,note\na.png,1,31.5,\nsub/b.png,0,,glasses\n")
+    items = {i.id: i.labels for i in scan_folder(tmp_path, labels=labels)}
+    # numbers are read as numbers, an empty cell is no label, an image without a row has none
+    assert items == {"a.png": {"Male": 1, "age": 31.5}, "sub/b.png": {"Male": 0, "note": "glasses"}, "c.png": {}}
+    # the labels are part of the source's fingerprint: new labels, new cached entries
+    fp = lambda: folder(None, str(tmp_path), labels=str(labels)).fingerprint()  # noqa: E731
+    before = fp()
+    labels.write_text("file,Male\na.png,0\n")
+    assert fp() != before
+    assert fp()["files"] != folder(None, str(tmp_path)).fingerprint()["files"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, "labels file not found"),
+    ("name,Male\na.png,1\n", "first line must be the header `file,<label>"),
+    ("file\na.png\n", "first line must be the header"),
+    ("file,Male\nz.png,1\n", "line 2: 'z.png' is not an image under"),
+    ("file,Male\na.png,1\na.png,0\n", "line 3: 'a.png' is listed twice"),
+    ("file,Male\na.png,1,2\n", "line 2: 3 cells, the header has 2"),
+])
+def test_folder_labels_errors_name_the_file_and_line(tmp_path, text, message):
+    face(16).save(tmp_path / "a.png")
+    labels = tmp_path / "labels.csv"
+    if text is not None:
+        labels.write_text(text)
+    assert message in error_of(scan_folder, tmp_path, labels=labels)
+
+
 # --- CelebA-HQ ----------------------------------------------------------------------------
 
 

@@ -46,7 +46,8 @@ def data():
     lm = torch.tensor([[22.0, 26.0], [42.0, 26.0], [32.0, 36.0], [24.0, 46.0], [40.0, 46.0]]).expand(4, 5, 2)
     return SimpleNamespace(originals=torch.rand(4, 3, 64, 64, generator=g) * 2 - 1,
                            anonymized=torch.rand(4, 3, 64, 64, generator=g) * 2 - 1, landmarks=lm.clone(),
-                           identities=list(range(4)), has_identities=False, loss_judge="dlib_resnet", ids=list("abcd"))
+                           identities=list(range(4)), has_identities=False, loss_judge="dlib_resnet", ids=list("abcd"),
+                           labels=[{}] * 4)
 
 
 def test_every_part_of_the_evaluation_computes_on_its_device(data):

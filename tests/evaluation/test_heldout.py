@@ -143,3 +143,45 @@ def test_gender_consensus_on_constructed_judges():
     assert c["gender_agreement_on_unanimous"] == {"a": 0.5, "b": 1.0, "c": 1.0}
     assert c["majority_gender_agreement"] == 0.75 and c["majority_n"] == 4
     assert gender_consensus({"a": t(1)}, {"a": t(1)}) is None
+
+
+class BrightnessGender(torch.nn.Module):
+    """A gender judge that reads "male" in a bright image (and calls a dark one female)."""
+
+    name = "brightness"
+
+    def predict(self, images, boxes):
+        return {"male": (images.mean((1, 2, 3)) > 0).float()}
+
+
+def test_gender_against_the_true_labels_shows_a_method_that_turns_everyone_female():
+    """Two men and three women; the "anonymizer" darkens every face, so the judge calls all of them
+    female: gender agreement alone (60%) hides that no man stays a man, the truth split shows it."""
+    truth = [1, 1, 0, 0, 0]
+    x = torch.stack([torch.full((3, 8, 8), 0.5 if m else -0.5) for m in truth])
+    y = torch.full_like(x, -0.5)
+    judges = HeldoutJudges({}, None, attributes={"brightness": BrightnessGender()})
+    chunk = [{"originals": x, "anonymized": y, "landmarks": torch.zeros(5, 5, 2)}]
+    r = heldout_report(judges, chunk, male=truth)
+    assert r["attributes"]["brightness"]["gender_agreement"] == pytest.approx(0.6)
+    g = r["gender_vs_truth"]["brightness"]
+    assert (g["n"], g["n_men"], g["n_women"]) == (5, 2, 3)
+    assert g["originals_right"] == 1.0 and g["anonymized_right"] == pytest.approx(0.6)
+    assert g["men_read_male"] == {"originals": 1.0, "anonymized": 0.0}
+    assert g["women_read_female"] == {"originals": 1.0, "anonymized": 1.0}
+    # unknown truth is left out; no truth at all, no figure
+    g = heldout_report(judges, chunk, male=[1, None, 0, None, None])["gender_vs_truth"]["brightness"]
+    assert (g["n"], g["n_men"]) == (2, 1) and g["men_read_male"]["anonymized"] == 0.0
+    assert "gender_vs_truth" not in heldout_report(judges, chunk, male=[None] * 5)
+    assert "gender_vs_truth" not in heldout_report(judges, chunk)
+    with pytest.raises(ValueError, match="must be 1 \\(man\\) or 0 \\(woman\\); found 'M'"):
+        heldout_report(judges, chunk, male=["M", 1, 0, 0, 0])
+    from falco.heldout import format_heldout
+
+    line = next(t for t in format_heldout(r) if "true labels" in t)
+    assert "2 men, 3 women" in line and "men read as men 100.0% -> 0.0%" in line
+    from evaluation.flatten import heldout_metrics
+
+    flat = heldout_metrics(r)  # evaluate.py's metrics
+    assert flat["heldout_gender_right@brightness"]["value"] == pytest.approx(0.6)
+    assert flat["heldout_gender_right_originals@brightness"]["value"] == 1.0
