@@ -60,8 +60,8 @@ VARIANTS = {  # name -> train.py overrides
     "reconstruction1000": ["method.init=inversion", "inversion=projection", "inversion.net.steps=1000",
                            "method.id_weight=0", "attributes.attr_weight=0", "method.steps=1"],
 }
-GENDER_JUDGES = ("faceapi", "adience", "mini_xception", "faceplugin")
-AGE_JUDGES = ("faceapi", "adience", "faceplugin")
+GENDER_JUDGES = ("faceapi", "faceres", "adience", "mini_xception", "faceplugin")
+AGE_JUDGES = ("faceapi", "faceres", "adience", "faceplugin")
 RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
 
 

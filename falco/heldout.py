@@ -53,7 +53,7 @@ from .reid import verification as tar_at_far
 
 RULE = "held-out: no loss of the run uses these networks (figures first); white-box figures come from the loss's own"
 RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
-ATTRIBUTES = ("adience", "faceapi", "mini_xception", "faceplugin")
+ATTRIBUTES = ("adience", "faceapi", "mini_xception", "faceplugin", "faceres")
 # judge -> the name of the same network as a loss network (a judge is otherwise named as its network)
 LOSS_NAME = {"faceapi": "faceapi_age_gender"}
 BATCH = 64  # images per forward pass: memory bounded by a batch, not by the dataset
@@ -94,7 +94,12 @@ def _attribute_loaders() -> dict[str, Any]:
         from falco.backbones.face_api import load_face_api_judge
         return load_face_api_judge()
 
-    return {"adience": adience, "faceapi": faceapi, "mini_xception": mini_xception, "faceplugin": faceplugin}
+    def faceres():
+        from falco.backbones.faceres import load_faceres
+        return load_faceres()
+
+    return {"adience": adience, "faceapi": faceapi, "mini_xception": mini_xception, "faceplugin": faceplugin,
+            "faceres": faceres}
 
 
 @dataclass

@@ -102,6 +102,7 @@ class HeldoutAttribute(StrEnum):
     faceapi = "faceapi"  # face-api.js age/gender (npm); left out when attributes=ensemble puts it in the loss
     mini_xception = "mini_xception"  # mini-XCEPTION gender/expression (Keras)
     faceplugin = "faceplugin"  # faceplugin gender/age/pose/expression (npm)
+    faceres = "faceres"  # FaceRes (HSE) gender/age, from @vladmandic/human (npm)
 
 
 def check_choices(config: object, prefix: str) -> None:

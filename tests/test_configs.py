@@ -137,7 +137,7 @@ DEFAULT_RUN = {
     "stages": {"pool_size": 1024, "pool_seed": 0, "pairing_unique": None, "pairing_detectable_only": True,
                "pairing_views": 0, "frame_samples": 64, "batch": 32, "alignment_failure": "skip"},
     "heldout": {"enabled": True, "recognizers": ["sface", "lightcnn_v4", "faceplugin_mfn"], "detector": True,
-                "attributes": ["adience", "faceapi", "mini_xception", "faceplugin"]},
+                "attributes": ["adience", "faceapi", "mini_xception", "faceplugin", "faceres"]},  # faceres: 2026-12-03
     "detector": {"min_prob": 0.9},
     "data": {"_target_": "falco.data.sources.synthetic", "identities": 16, "views": 1, "seed": 0, "check_faces": True,
              "check_min_prob": 0.95, "photo_size": 128, "augment": False, "rotate_deg": 10.0, "scale_jitter": 0.12,

@@ -50,10 +50,12 @@ FEATURE_REPEAT = {"pooled": 1, "age": 128, "male": 128}  # copies in the feature
 
 
 def read_tfjs(manifest: str | Path) -> dict[str, np.ndarray]:
-    """{name: float32 array} from a TensorFlow.js weights manifest and its .bin shards."""
+    """{name: float32 array} from a TensorFlow.js weights manifest (or a graph model's model.json,
+    which holds one under "weightsManifest") and its .bin shards; int32 constants stay exact."""
     manifest = Path(manifest)
     out: dict[str, np.ndarray] = {}
-    for group in json.loads(manifest.read_text()):
+    groups = json.loads(manifest.read_text())
+    for group in groups["weightsManifest"] if isinstance(groups, dict) else groups:
         data = b"".join((manifest.parent / p).read_bytes() for p in group["paths"])
         offset = 0
         for w in group["weights"]:
@@ -66,6 +68,9 @@ def read_tfjs(manifest: str | Path) -> dict[str, np.ndarray]:
                 values = raw.astype(np.float64) * q["scale"] + q["min"]
             elif dtype == np.float32 or (q and dtype == np.float16):
                 values = raw
+            elif not q and dtype == np.int32:
+                out[w["name"]] = raw.reshape(w["shape"]).copy()
+                continue
             else:
                 raise ValueError(f"{manifest}: unsupported weight encoding {w}")
             out[w["name"]] = values.astype(np.float32).reshape(w["shape"])

