@@ -55,7 +55,7 @@ RULE = "held-out: no loss of the run uses these networks (figures first); white-
 RECOGNIZERS = ("sface", "lightcnn_v4", "faceplugin_mfn")
 ATTRIBUTES = ("adience", "faceapi", "mini_xception", "faceplugin", "faceres")
 # judge -> the name of the same network as a loss network (a judge is otherwise named as its network)
-LOSS_NAME = {"faceapi": "faceapi_age_gender"}
+LOSS_NAME = {"faceapi": "faceapi_age_gender", "faceres": "faceres_age_gender"}
 BATCH = 64  # images per forward pass: memory bounded by a batch, not by the dataset
 
 

@@ -60,3 +60,20 @@ def test_judge_reads_the_astronaut_as_a_woman():
     image = torch.from_numpy(skimage.data.astronaut()).permute(2, 0, 1)[None].float() / 127.5 - 1
     r = fr.load_faceres(str(_model())).predict(image, torch.tensor([[170.0, 45.0, 270.0, 160.0]]))
     assert r["male"].item() < 0.5 and 15 < r["age"].item() < 60
+
+
+def test_encoder_features_carry_gradients_and_its_judge_is_then_left_out():
+    from falco.heldout import load_heldout
+
+    enc = fr.FaceResAgeGender(fr.load_faceres(str(_model())))
+    image = (torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1).requires_grad_(True)
+    lm = torch.tensor([[22.0, 26.0], [42.0, 26.0], [32.0, 36.0], [24.0, 46.0], [40.0, 46.0]]).expand(2, 5, 2)
+    f = enc.features(image, enc.crop_thetas(lm, (64, 64)))
+    assert f.shape == (2, 768)  # the dlib nets' width: an ensemble weighs both alike
+    f.abs().sum().backward()
+    assert image.grad is not None and image.grad.abs().sum() > 0
+    p = enc.predict(image.detach(), enc.crop_thetas(lm, (64, 64)))
+    assert set(p) == {"age", "male"} and p["male"].shape == (2,)
+    j = load_heldout((), detector=False, attributes=("faceres", "adience"),
+                     loss_networks=("age_gender+faceres_age_gender",))
+    assert list(j.attributes) == ["adience"] and "white-box" in j.skipped["faceres"]
