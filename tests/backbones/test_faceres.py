@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,3 +78,45 @@ def test_encoder_features_carry_gradients_and_its_judge_is_then_left_out():
     j = load_heldout((), detector=False, attributes=("faceres", "adience"),
                      loss_networks=("age_gender+faceres_age_gender",))
     assert list(j.attributes) == ["adience"] and "white-box" in j.skipped["faceres"]
+
+
+def _tiny_graph(tmp_path: Path, padding: str) -> tuple[Path, dict[str, np.ndarray]]:
+    """A hand-written graph model using the ops FaceRes does not: VALID padding, Relu6, MatMul,
+    BiasAdd, Sub, Identity (float32 weights, an int32 constant)."""
+    import base64
+
+    rng = np.random.default_rng(0)
+    w = {"f": rng.standard_normal((3, 3, 2, 4)).astype(np.float32), "m": rng.standard_normal((4, 3)).astype(np.float32),
+         "b": rng.standard_normal(3).astype(np.float32), "c": rng.standard_normal(3).astype(np.float32),
+         "axes": np.array([1, 2], np.int32)}
+    s = lambda t: {"s": base64.b64encode(t.encode()).decode()}  # noqa: E731
+    nodes = [{"name": "x", "op": "Placeholder"}] + [{"name": k, "op": "Const"} for k in w] + [
+        {"name": "conv", "op": "Conv2D", "input": ["x", "f"],
+         "attr": {"strides": {"list": {"i": ["1", "2", "2", "1"]}}, "padding": s(padding), "data_format": s("NHWC")}},
+        {"name": "r6", "op": "Relu6", "input": ["conv"]},
+        {"name": "mean", "op": "Mean", "input": ["r6", "axes"], "attr": {"keep_dims": {"b": False}}},
+        {"name": "mm", "op": "MatMul", "input": ["mean", "m"]},
+        {"name": "bias", "op": "BiasAdd", "input": ["mm", "b"]},
+        {"name": "sub", "op": "Sub", "input": ["bias", "c"]},
+        {"name": "out", "op": "Identity", "input": ["sub", "^x"]}]
+    specs = [{"name": k, "shape": list(v.shape), "dtype": "int32" if v.dtype == np.int32 else "float32"}
+             for k, v in w.items()]
+    (tmp_path / "g.bin").write_bytes(b"".join(v.tobytes() for v in w.values()))
+    (tmp_path / "g.json").write_text(json.dumps({"format": "graph-model", "modelTopology": {"node": nodes},
+                                                 "weightsManifest": [{"paths": ["g.bin"], "weights": specs}]}))
+    return tmp_path / "g.json", w
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_graph_runner_on_a_hand_written_graph(tmp_path, padding):
+    path, w = _tiny_graph(tmp_path, padding)
+    x = torch.randn(2, 7, 7, 2, generator=torch.Generator().manual_seed(1))
+    got = TfjsGraph(path)(x, ["out"])["out"]
+    xc = x.permute(0, 3, 1, 2)
+    if padding == "SAME":  # 7 px, kernel 3, stride 2: one pixel each side (TensorFlow's rule)
+        xc = torch.nn.functional.pad(xc, (1, 1, 1, 1))
+    conv = torch.nn.functional.conv2d(xc, torch.from_numpy(w["f"]).permute(3, 2, 0, 1), stride=2)
+    t = {k: torch.from_numpy(v) for k, v in w.items()}
+    want = conv.clamp(0, 6).mean((2, 3)) @ t["m"] + t["b"] - t["c"]
+    assert got.shape == (2, 3)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
