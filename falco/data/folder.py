@@ -100,6 +100,9 @@ def read_labels(labels: str | os.PathLike, names: set[str], root: Path) -> dict[
         if name in out:
             raise DatasetError(f"{file} line {line}: {name!r} is listed twice")
         out[name] = {k: _value(v) for k, v in zip(head, row[1:], strict=True) if v.strip()}
+        if out[name].get("Male", 0) not in (0, 1):  # refused now, not after the whole run
+            cell = row[head.index("Male") + 1]
+            raise DatasetError(f"{file} line {line}: Male must be 1 (man) or 0 (woman), not {cell!r}")
     return out
 
 

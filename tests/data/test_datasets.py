@@ -77,6 +77,7 @@ def test_folder_labels_from_a_csv_file(tmp_path):
     ("file,Male\nz.png,1\n", "line 2: 'z.png' is not an image under"),
     ("file,Male\na.png,1\na.png,0\n", "line 3: 'a.png' is listed twice"),
     ("file,Male\na.png,1,2\n", "line 2: 3 cells, the header has 2"),
+    ("file,Male\na.png,M\n", "line 2: Male must be 1 (man) or 0 (woman), not 'M'"),
 ])
 def test_folder_labels_errors_name_the_file_and_line(tmp_path, text, message):
     face(16).save(tmp_path / "a.png")
