@@ -4,7 +4,7 @@ each preservation knob, on generated faces and on real ones (benchmarks/real_fac
     .venv/bin/python benchmarks/preservation.py [--faces 64] [--variants default ensemble ...]
         [--out preservation.json]
 
-Datasets: `generated` (data=synthetic, --faces), `real` (27 real faces, 3 of them men,
+Datasets: `generated` (data=synthetic, --faces), `real` (29 real faces, 5 of them men,
 with their true gender), `astronaut` (her alone:
 each judge's verdict on her, 0 or 100%; re-identification is meaningless with one face).
 Each (dataset, variant) is one `python train.py` into its own run directory; every run shares
@@ -41,7 +41,11 @@ VARIANTS = {  # name -> train.py overrides
     "ensemble": ["attributes=ensemble"],  # two attribute families, unique pairing
     "ensemble_faceres": ["attributes=ensemble_faceres"],  # dlib nets + FaceRes in the loss (face-api.js judges)
     "weight2+shared": ["attributes.attr_weight=2.0", "stages.pairing_unique=false"],  # twice the attribute weight
-    "weight3": ["attributes.attr_weight=3.0"],  # three times the attribute weight, unique pairing
+    "weight1": ["attributes.attr_weight=1.0"],  # the default until 2026-12-03 (the README's older `default` rows)
+    "weight3": ["attributes.attr_weight=3.0"],  # the default's attribute weight, stated
+    "weight5": ["attributes.attr_weight=5.0"],  # five and ten times the old default's weight
+    "weight10": ["attributes.attr_weight=10.0"],
+    "weight3+views8": ["attributes.attr_weight=3.0", "method.views.views=8"],  # the default with 8 views
     "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
     "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with
     "pool4096+margin0.85": ["stages.pool_size=4096", "identity.margin=0.85"],  # closer fakes, pushed farther
@@ -58,6 +62,8 @@ VARIANTS = {  # name -> train.py overrides
     # Adam's steps move nothing): what the judges read when only the generator changes the face
     "reconstruction": ["method.init=inversion", "inversion=projection", "method.id_weight=0",
                        "attributes.attr_weight=0", "method.steps=1"],
+    # the paired fake itself, unoptimized: what the judges read when only the pairing chooses the face
+    "start": ["method.id_weight=0", "attributes.attr_weight=0", "method.steps=1"],
     "reconstruction1000": ["method.init=inversion", "inversion=projection", "inversion.net.steps=1000",
                            "method.id_weight=0", "attributes.attr_weight=0", "method.steps=1"],
 }

@@ -131,7 +131,7 @@ DEFAULT_RUN = {
     "progress_every_s": 30, "device": "auto", "shard": None, "stages_only": False, "release_tar": False,
     "objective": None,
     "method": {"name": "falco", "steps": 50, "lr": 0.01, "milestones": [0.75, 0.9], "gamma": 0.8, "id_weight": 10.0,
-               "attr_weight": 1.0, "margin": 0.75, "id_loss": "two_sided", "init": "fake", "virtual_weight": 0.0,
+               "attr_weight": 3.0, "margin": 0.75, "id_loss": "two_sided", "init": "fake", "virtual_weight": 0.0,
                "faithful_quirks": False, "batch_invariant": False,
                "views": {"views": 4, "shift": 0.04, "zoom": 0.06, "rotate_deg": 6.0, "blur_sigma": 0.8, "color": 0.12}},
     "stages": {"pool_size": 1024, "pool_seed": 0, "pairing_unique": None, "pairing_detectable_only": True,
@@ -145,7 +145,7 @@ DEFAULT_RUN = {
     "generator": {"net": {"_target_": "falco.backbones.dcgan.load_dcgan", "path": None}, "alignment": "template"},
     "identity": {"net": {"_target_": "falco.backbones.dlib_resnet.load_dlib_recognizer", "path": None},
                  "margin": 0.75, "margin_range": [0.6, 1.0], "margin_grid": "0.6,0.7,0.75,0.8,0.9"},
-    "attributes": {"net": {"_target_": "falco.backbones.age_gender.load_age_gender"}, "attr_weight": 1.0, "views": 4,
+    "attributes": {"net": {"_target_": "falco.backbones.age_gender.load_age_gender"}, "attr_weight": 3.0, "views": 4,
                    "pairing_unique": True},
     "inversion": {"net": None},
     "trainer": {"_target_": "pytorch_lightning.Trainer", "accelerator": "cpu", "devices": 1, "precision": "auto",
@@ -153,7 +153,7 @@ DEFAULT_RUN = {
     "logger": {"_target_": "pytorch_lightning.loggers.CSVLogger", "name": "logs"},
 }
 KEYED = {"name": "keyed", "key_file": None, "key_env": "FALCO_KEY", "steps": 50, "lr": 0.03, "milestones": [0.75, 0.9],
-         "gamma": 0.8, "id_weight": 10.0, "attr_weight": 1.0, "margin": 0.75, "id_loss": "hinge", "init": "virtual",
+         "gamma": 0.8, "id_weight": 10.0, "attr_weight": 3.0, "margin": 0.75, "id_loss": "hinge", "init": "virtual",
          "virtual_weight": 10.0, "grouping": "auto", "cluster_threshold": None, "cluster_linkage": "complete",
          "candidates": 16, "attribute_keep": 4, "distinctiveness": 2.0, "reject_original": None,
          "min_separation": None, "max_draws": 256, "center_samples": 256, "faithful_quirks": False,
@@ -395,7 +395,7 @@ def test_every_experiment_resolves_with_every_dataset_and_recognizer(name, data,
 @pytest.mark.parametrize("method", GROUPS["method"])
 def test_method_margin_and_attr_weight_are_the_recognizer_and_attribute_configs(method):
     defaults = compose_train([f"method={method}"])
-    assert (defaults.method.margin, defaults.method.attr_weight) == (0.75, 1.0)  # dlib distance, age_gender
+    assert (defaults.method.margin, defaults.method.attr_weight) == (0.75, 3.0)  # dlib distance, age_gender
     official = _resolved_job(compose_train([f"method={method}", "identity=arcface_irse50", "attributes=farl"]))
     assert (official["method"]["margin"], official["method"]["attr_weight"]) == (0.0, 0.1)  # cosine m = 0, paper
     given = compose_train([f"method={method}", "method.margin=0.5", "method.attr_weight=2"])

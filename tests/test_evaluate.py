@@ -28,7 +28,7 @@ def test_evaluate_run_baselines_and_tables(fast_cfg, tmp_path):
     m = falco["metrics"]
     assert m["reid_top1@dlib_resnet"]["white_box"] is True  # the loss's own recognizer
     # the run's config.yaml holds the loss's numbers, so the evaluation labels the run with them
-    assert falco["params"] == {"margin": 0.75, "id_weight": 10.0, "attr_weight": 1.0}
+    assert falco["params"] == {"margin": 0.75, "id_weight": 10.0, "attr_weight": 3.0}
     for key in ("reid_top5@dlib_resnet", "reid_native@dlib_resnet", "false_match_unrelated@dlib_resnet",
                 "detection", "landmark_nme", "gender_agreement", "age_mae", "attr_agreement_mean@clf",
                 "attr_agreement.Smiling@clf"):

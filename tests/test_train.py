@@ -63,7 +63,7 @@ def test_four_faces_end_to_end_then_resume(fast_cfg, tmp_path):
     assert table({"default": r}).splitlines()[2].startswith("| default | ")
     # config.yaml holds the numbers the loss used: the recognizer's margin, the attribute weight
     written = yaml.safe_load((out / "config.yaml").read_text())
-    assert (written["method"]["margin"], written["method"]["attr_weight"]) == (0.75, 1.0)
+    assert (written["method"]["margin"], written["method"]["attr_weight"]) == (0.75, 3.0)
     assert written["inversion"]["net"] is None  # the DCGAN default runs no inversion
 
     # Same run directory again: everything is done, nothing is recomputed or renamed.

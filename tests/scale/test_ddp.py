@@ -20,7 +20,9 @@ def test_two_processes_write_each_image_once(tmp_path, tmp_path_factory):
     ranks = sorted(r["rank"] for r in ok)
     # predict's unrepeated sampler deals images round-robin: rank 0 gets one more when odd
     assert ranks.count(0) - ranks.count(1) in (0, 1) and set(ranks) == {0, 1}
-    assert_same_results(out, ref, rel=1e-5)  # 1 thread per rank vs 2: rounding
+    # 1 thread per rank vs 2: rounding, which 50 Adam steps amplify (AMX Xeon, attribute weight 3:
+    # up to 4.1e-5 relative; 1e-5 held at weight 1); a wrong start or target differs by far more
+    assert_same_results(out, ref, rel=1e-4)
 
 
 def test_rank_shares_deal_each_item_once_and_an_empty_share_gets_a_placeholder():
