@@ -46,6 +46,9 @@ VARIANTS = {  # name -> train.py overrides
     "weight5": ["attributes.attr_weight=5.0"],  # five and ten times the old default's weight
     "weight10": ["attributes.attr_weight=10.0"],
     "weight3+views8": ["attributes.attr_weight=3.0", "method.views.views=8"],  # the default with 8 views
+    # other faces (data=synthetic only): a check on faces no knob was chosen on
+    "seed1": ["data.seed=1"],
+    "seed1+weight1": ["data.seed=1", "attributes.attr_weight=1.0"],
     "fp32": ["trainer.precision=32-true"],  # the default in float32 (where auto picks bf16)
     "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
     "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with
