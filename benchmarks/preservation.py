@@ -49,6 +49,7 @@ VARIANTS = {  # name -> train.py overrides
     # other faces (data=synthetic only): a check on faces no knob was chosen on
     "seed1": ["data.seed=1"],
     "seed1+weight1": ["data.seed=1", "attributes.attr_weight=1.0"],
+    "seed1+views8": ["data.seed=1", "method.views.views=8"],
     "margin0.7": ["identity.margin=0.7"],  # a smaller identity push (dlib's same-person rule is < 0.6)
     "seed1+margin0.7": ["data.seed=1", "identity.margin=0.7"],
     "fp32": ["trainer.precision=32-true"],  # the default in float32 (where auto picks bf16)
