@@ -52,13 +52,6 @@ VARIANTS = {  # name -> train.py overrides
     "seed1+views8": ["data.seed=1", "method.views.views=8"],
     "margin0.7": ["identity.margin=0.7"],  # a smaller identity push (dlib's same-person rule is < 0.6)
     "seed1+margin0.7": ["data.seed=1", "identity.margin=0.7"],
-    # coarse structure: the original's 8x8 (or 4x4, 16x16) box-averaged image kept (method.coarse_weight)
-    "coarse1": ["method.coarse_weight=1.0"],
-    "coarse3": ["method.coarse_weight=3.0"],
-    "coarse10": ["method.coarse_weight=10.0"],
-    "coarse3+size4": ["method.coarse_weight=3.0", "method.coarse_size=4"],
-    "coarse3+size16": ["method.coarse_weight=3.0", "method.coarse_size=16"],
-    "seed1+coarse3": ["data.seed=1", "method.coarse_weight=3.0"],
     "fp32": ["trainer.precision=32-true"],  # the default in float32 (where auto picks bf16)
     "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
     "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with

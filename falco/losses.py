@@ -6,14 +6,11 @@ original's, in the recognizer's own metric: FALCO's |cos(phi(x_A), phi(x_R)) - m
 margin given directly as a distance for dlib (whose vectors are not unit-norm).
 Attribute preservation keeps the attribute network's features of x_A close to those of x_R
 (FALCO: FaRL tokens, sum over tokens of the mean absolute difference over channels).
-Coarse structure (not in the paper; off there) keeps the original's low-resolution image: the
-single-latent analogue of FALCO keeping the original's coarse and colour layers of StyleGAN2.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def identity_loss(distance: torch.Tensor, target: float, kind: str = "two_sided") -> torch.Tensor:
@@ -37,13 +34,3 @@ def attribute_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     if diff.ndim == 3:
         return diff.mean(-1).sum(-1)
     raise ValueError(f"attribute features must be (B, C) or (B, T, C), got {tuple(diff.shape)}")
-
-
-def coarse_image(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(B,3,H,W) -> (B,3,size,size) box-averaged image: layout, hair, skin and light, no facial detail."""
-    return F.adaptive_avg_pool2d(image.float(), size)
-
-
-def coarse_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-image (B,) mean absolute difference between the coarse image and the original's (B,3,s,s)."""
-    return (coarse_image(image, target.shape[-1]) - target.float()).abs().flatten(1).mean(-1)

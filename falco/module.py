@@ -27,7 +27,6 @@ from torch.utils.data import Dataset, DistributedSampler
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .batch_size import images_that_fit, precision_of
 from .config import MethodConfig
-from .losses import coarse_image
 from .optimize import compute_targets, optimize_latents
 from .pipeline import StageOutputs
 from .quirks import official_range
@@ -180,8 +179,6 @@ class AnonymizerModule(pl.LightningModule):
         if m.views.views > 0:
             targets.originals = batch["image"]
             targets.views = draw(m.views, batch["seed"].tolist(), m.steps).to(batch["image"].device)
-        if m.coarse_weight > 0:
-            targets.coarse = coarse_image(batch["image"], m.coarse_size)
         layered = self.generator.layout.layered
         with torch.enable_grad():
             result = optimize_latents(
@@ -190,7 +187,7 @@ class AnonymizerModule(pl.LightningModule):
                 milestones=tuple(m.milestones), gamma=m.gamma,
                 margin_distance=self.identity.margin_distance(m.margin), id_weight=m.id_weight,
                 attr_weight=m.attr_weight, id_loss=m.id_loss, virtual_weight=m.virtual_weight,
-                coarse_weight=m.coarse_weight, scaler=self._fresh_scaler(), exact=self.batch_invariant,
+                scaler=self._fresh_scaler(), exact=self.batch_invariant,
                 on_step=lambda step: on_step(step, len(lm)))  # stops at a signal, reports progress
         latents = result.latents.detach().float()  # what is saved, and what the release image renders
         images, final = self._render(latents, batch["image"], lm)

@@ -17,7 +17,7 @@ import torch
 from .backbones.autocast_weights import autocast_weights
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder
 from .latent import LatentCode
-from .losses import attribute_loss, coarse_loss, identity_loss
+from .losses import attribute_loss, identity_loss
 from .views import jitter_thetas, photometric
 
 
@@ -39,8 +39,6 @@ class Targets:
     # each image's view parameters (B, steps, V, P); None = the plain loss (the paper's).
     originals: torch.Tensor | None = None
     views: torch.Tensor | None = None
-    # Coarse structure (method.coarse): the aligned originals box-averaged to (B,3,s,s); None = off.
-    coarse: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,7 +66,7 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
                      steps: int = 50, lr: float = 0.01, milestones: tuple[float, ...] = (0.75, 0.9),
                      gamma: float = 0.8, margin_distance: float = 1.0, id_weight: float = 10.0,
                      attr_weight: float = 0.1, id_loss: str = "two_sided", virtual_weight: float = 0.0,
-                     coarse_weight: float = 0.0, scaler: torch.amp.GradScaler | None = None, exact: bool = False,
+                     scaler: torch.amp.GradScaler | None = None, exact: bool = False,
                      on_step: Callable[[int], None] | None = None) -> Result:
     """Optimize the trainable part of each image's latent; returns the final latents.
 
@@ -77,7 +75,6 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     margin_distance: the identity margin as a distance in the recognizer's metric.
     virtual_weight: keyed mode: weight of the pull toward `targets.virtual` (the distance
     to the person's virtual identity), so all images of a person share one virtual identity.
-    coarse_weight: weight of the coarse-structure term against `targets.coarse` (0 = the paper's loss).
     scaler: a GradScaler for fp16 autocast (a skipped step on overflow skips the whole
     batch, so with fp16 images are no longer independent of their batch mates). Autocast and
     scaler are the caller's: under Lightning, the Trainer's precision plugin provides both
@@ -95,7 +92,7 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
     distance = torch.zeros(steps, batch, device=init.device)
     losses = partial(step_losses, identity=identity, attributes=attributes, targets=targets,
                      margin_distance=margin_distance, id_weight=id_weight, attr_weight=attr_weight,
-                     id_loss=id_loss, virtual_weight=virtual_weight, coarse_weight=coarse_weight)
+                     id_loss=id_loss, virtual_weight=virtual_weight)
     # Work that is the same at every step is done once: the fixed latent layers' share of the
     # synthesis, and the frozen networks' weight casts under autocast.
     with autocast_weights(generator, identity, attributes):
@@ -114,7 +111,7 @@ def optimize_latents(generator: Generator, identity: IdentityEncoder, attributes
 
 def step_losses(image: torch.Tensor, identity: IdentityEncoder, attributes: AttributeEncoder, targets: Targets,
                 *, margin_distance: float, id_weight: float, attr_weight: float, id_loss: str,
-                virtual_weight: float, coarse_weight: float = 0.0, step: int = 0) -> tuple[torch.Tensor, ...]:
+                virtual_weight: float, step: int = 0) -> tuple[torch.Tensor, ...]:
     """Per-image (B,) total loss, identity term, attribute term and identity distance."""
     emb = identity.embed(image, targets.theta_id).float()
     d = identity.distance(emb, targets.identity)
@@ -124,8 +121,6 @@ def step_losses(image: torch.Tensor, identity: IdentityEncoder, attributes: Attr
         l_attr = (l_attr + view_loss(image, attributes, targets, step) * targets.views.shape[2]) \
             / (1 + targets.views.shape[2])
     per_image = id_weight * l_id + attr_weight * l_attr
-    if targets.coarse is not None and coarse_weight:
-        per_image = per_image + coarse_weight * coarse_loss(image, targets.coarse)
     if targets.virtual is not None and virtual_weight:
         per_image = per_image + virtual_weight * identity.distance(emb, targets.virtual)
     return per_image, l_id, l_attr, d

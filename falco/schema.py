@@ -153,19 +153,9 @@ class MethodConfig:
     # plain one (composed: the attribute config's `views`; 0 = the paper's loss), and their crop
     # shift / zoom / rotation, blur and colour ranges. Only changes that survive them pay
     views: ViewSpec = field(default_factory=ViewSpec)
-    # weight of the coarse-structure term: mean |difference| between the generated image and the
-    # aligned original, both box-averaged to coarse_size x coarse_size (falco/losses.py coarse_loss),
-    # so layout, hair, skin and light follow the original while the face's detail is free; 0 = off
-    # (the paper's loss). Composed: the generator config's `coarse_weight`
-    coarse_weight: float = 0.0
-    coarse_size: int = 8  # side of the coarse image in pixels (of a 64 px DCGAN face: 8 px blocks)
 
     def __post_init__(self) -> None:
         check_choices(self, "method.")
-        if self.coarse_weight < 0:
-            raise ValueError(f"method.coarse_weight must be >= 0, got {self.coarse_weight}")
-        if self.coarse_size < 1:
-            raise ValueError(f"method.coarse_size must be >= 1, got {self.coarse_size}")
 
 
 @dataclass
