@@ -39,6 +39,7 @@ VARIANTS = {  # name -> train.py overrides
     "default": [],  # 4 views, no fake shared by two originals
     "ensemble+shared": ["attributes=ensemble", "stages.pairing_unique=false"],  # two attribute families
     "ensemble": ["attributes=ensemble"],  # two attribute families, unique pairing
+    "ensemble+weight3": ["attributes=ensemble", "attributes.attr_weight=3.0"],  # two families, 3x their weight
     "ensemble_faceres": ["attributes=ensemble_faceres"],  # dlib nets + FaceRes in the loss (face-api.js judges)
     "weight2+shared": ["attributes.attr_weight=2.0", "stages.pairing_unique=false"],  # twice the attribute weight
     "weight1": ["attributes.attr_weight=1.0"],  # the default until 2026-12-03 (the README's older `default` rows)

@@ -82,17 +82,28 @@ def heldout_metrics(h: dict | None) -> dict[str, dict]:
 
 def _keyed(r: dict) -> dict[str, dict]:
     """Keyed mode (evaluation/keyed_metrics.py): anonymity without the key, consistency,
-    diversity (with a run under another key), authentication with the key and with wrong keys."""
+    diversity (with a run under another key) per held-out recognizer (`keyed_heldout_*`), then
+    for the run's own recognizer, with authentication with the key and with wrong keys."""
+    out: dict[str, dict] = {}
+    for name, j in ((r.get("heldout") or {}).get("recognizers") or {}).items():
+        out.update(_keyed_identity(j, "keyed_heldout", name, False))
     name, wb = r["judge"], r["white_box"]
     auth = r["authentication"]
-    out = {f"keyed_false_match_unrelated@{name}": _m(r["unrelated_false_match"]["share"], name, wb),
-           f"keyed_anonymity_verified_as_original@{name}": _m(r["anonymity"]["verified_as_original"], name, wb),
-           f"keyed_consistency_same_verified@{name}": _m(
-               r["consistency"]["same_person_verified_same"]["share"], name, wb),
-           f"keyed_auth_top1_correct_key@{name}": _m(auth["correct_key"]["top1"], name, wb),
-           f"keyed_auth_top1_wrong_keys_mean@{name}": _m(auth["wrong_key_top1_mean"], name, wb)}
+    out.update(_keyed_identity(r, "keyed", name, wb))
+    out[f"keyed_auth_top1_correct_key@{name}"] = _m(auth["correct_key"]["top1"], name, wb)
+    out[f"keyed_auth_top1_wrong_keys_mean@{name}"] = _m(auth["wrong_key_top1_mean"], name, wb)
+    return out
+
+
+def _keyed_identity(r: dict, prefix: str, name: str, wb: bool) -> dict[str, dict]:
+    """One judge's keyed identity figures (evaluation/keyed_metrics.py identity_figures)."""
+    out = {f"{prefix}_false_match_unrelated@{name}": _m(r["unrelated_false_match"]["share"], name, wb),
+           f"{prefix}_anonymity_verified_as_original@{name}": _m(r["anonymity"]["verified_as_original"], name, wb),
+           f"{prefix}_anonymity_top1@{name}": _m(r["anonymity"]["identification_top1"], name, wb),
+           f"{prefix}_consistency_same_verified@{name}": _m(
+               r["consistency"]["same_person_verified_same"]["share"], name, wb)}
     if "diversity" in r:
-        out[f"keyed_diversity_verified_different@{name}"] = _m(
+        out[f"{prefix}_diversity_verified_different@{name}"] = _m(
             r["diversity"]["same_person_verified_different"], name, wb)
     return out
 

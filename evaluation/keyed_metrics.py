@@ -3,10 +3,13 @@
     python -m evaluation.keyed_metrics run_dir=RUN [other_run_dir=RUN_WITH_ANOTHER_KEY] [wrong_keys=10]
                                        [seed=0] [key_file=PATH | key_env=NAME]  # key: the run's own config
 
-Every figure uses one recognizer and its own same-person rule (distance < same_person_below).
-With the embedded default that is the recognizer the loss optimized: the figures are WHITE-BOX
-(and say so). Beside each share "verified as the same person" stands the false-match rate of
-unrelated faces (pairs of different people's originals): on synthetic faces it is far from 0.
+Each figure uses one recognizer and its own same-person rule (distance < same_person_below).
+Held-out first: anonymity, consistency and diversity are measured by every held-out recognizer
+of the run's config (falco/heldout.py: no loss uses them), each image detected and aligned by
+the attacker's own detector (YuNet), then by the run's recognizer, the one the loss optimized:
+WHITE-BOX (and said so). Authentication is the key holder's tool, so it uses the run's
+recognizer by design (white-box too). Beside each share "verified as the same person" stands the
+false-match rate of unrelated faces (pairs of different people's originals) under the same judge.
 
 anonymity     no key: share of anonymized faces verified as their original, or as any photo of
               their person; closed-set top-1 identification among the originals (chance 1/P)
@@ -19,7 +22,7 @@ authentication  probes = released faces (template crop: no original needed); top
               Bin(N, 1/P); also per person (majority vote), since a person's views move together
               and per-image hits are not independent (the per-image interval is too narrow)
 attributes    white-box age/gender agreement of anonymized faces with their originals
-Writes keyed_summary.json into run_dir; it holds the key's check value, never the key.
+Writes keyed_summary.json into run_dir ("heldout" first); it holds the key's check value, never the key.
 """
 
 from __future__ import annotations
@@ -169,6 +172,57 @@ def embed(identity, images: torch.Tensor, landmarks: torch.Tensor, batch: int = 
                       for x, lm in zip(images.split(batch), landmarks.split(batch), strict=True)])
 
 
+def load_judges(cfg, device: str | torch.device = "cpu"):
+    """The held-out recognizers and detector of a `heldout:` config (no attribute judges: the
+    keyed figures are identity figures), none of them a loss network of the run; None when off."""
+    if cfg is None or not cfg.enabled:
+        return None
+    from falco.heldout import load_heldout
+
+    return load_heldout(tuple(cfg.recognizers), detector=cfg.detector, attributes=(), device=device)
+
+
+def attacker_landmarks_of(judges, images: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """(N,5,2) landmarks the attacker's detector finds in the images (misses: the median
+    detected position; without a detector: the originals' landmarks), in batches."""
+    from falco.heldout import BATCH, attacker_landmarks
+
+    if judges.detector is None:
+        return landmarks.float()
+    return torch.cat([attacker_landmarks(judges.detector.detect_tensor(x), lm.float())[0]
+                      for x, lm in zip(images.split(BATCH), landmarks.split(BATCH), strict=True)])
+
+
+def identity_figures(e_orig: torch.Tensor, e_anon: torch.Tensor, persons: Sequence[str], distance: Distance,
+                     below: float, other: tuple[torch.Tensor, Sequence[str]] | None = None) -> dict:
+    """Unrelated false-match, anonymity, consistency and (with another key's run) diversity of
+    one judge's embeddings."""
+    out = {"unrelated_false_match": unrelated_false_match(e_orig, persons, distance, below),
+           "anonymity": anonymity(e_anon, e_orig, persons, distance, below),
+           "consistency": consistency(e_anon, persons, distance, below)}
+    if other is not None:
+        out["diversity"] = diversity(e_anon, persons, other[0], other[1], distance, below)
+    return out
+
+
+def heldout_figures(judges, run: RunData, other: RunData | None = None) -> dict:
+    """identity_figures per held-out recognizer, every image aligned by the attacker's detector."""
+    from falco.heldout import RULE, embed
+
+    lm_x = attacker_landmarks_of(judges, run.originals, run.landmarks)
+    lm_y = attacker_landmarks_of(judges, run.anonymized, run.landmarks)
+    lm_o = None if other is None else attacker_landmarks_of(judges, other.anonymized, other.landmarks)
+    out: dict = {"rule": RULE, "protocol": "attacker_alignment" if judges.detector else "original_landmarks",
+                 "recognizers": {}, "skipped": dict(judges.skipped)}
+    for name, judge in judges.recognizers.items():
+        e_other = None if other is None else (embed(judge, other.anonymized, lm_o), other.persons)
+        out["recognizers"][name] = {
+            "white_box": False, "same_person_below": judge.same_person_below,
+            **identity_figures(embed(judge, run.originals, lm_x), embed(judge, run.anonymized, lm_y), run.persons,
+                               judge.distance, judge.same_person_below, e_other)}
+    return out
+
+
 def authentication(run: RunData, key, generator, identity, wrong_keys: int, seed: int = 0) -> dict:
     """Top-1 with the run's key and with `wrong_keys` other keys (derived from `seed`)."""
     from falco.keyed import Authenticator, Enrolment, SecretKey
@@ -197,26 +251,30 @@ def authentication(run: RunData, key, generator, identity, wrong_keys: int, seed
 
 
 def keyed_report(run_dir: str | Path, other_run_dir: str | Path | None = None, key=None,
-                 wrong_keys: int = 10, seed: int = 0) -> dict:
+                 wrong_keys: int = 10, seed: int = 0, heldout=None) -> dict:
     """All keyed metrics of a run (and diversity against a run of the same data under another
-    key); writes keyed_summary.json into run_dir. `key`: a SecretKey, default the run's own."""
+    key); writes keyed_summary.json into run_dir. `key`: a SecretKey, default the run's own.
+    `heldout`: the `heldout:` config naming the held-out judges (falco/schema.py HeldoutConfig),
+    default the run's own; a judge that is a loss network of the run is refused."""
     from falco.keyed import load_key
 
     run = load_run(run_dir)
+    other = None if other_run_dir is None else load_run(other_run_dir)
     generator, identity, attributes = build_networks(run.cfg)
     key = key or load_key(run.cfg.method.get("key_file"), run.cfg.method.get("key_env"))
+    judges = load_judges(heldout if heldout is not None else run.cfg.get("heldout"))
+    in_loss = {identity.name, *attributes.name.split("+")} & set(judges.recognizers if judges else ())
+    if in_loss:
+        raise ValueError(f"held-out judges {sorted(in_loss)} are loss networks of {run.root}: they would be white-box")
     below, dist = identity.same_person_below, identity.distance
     e_orig, e_anon = embed(identity, run.originals, run.landmarks), embed(identity, run.anonymized, run.landmarks)
-    report: dict = {"judge": identity.name, "white_box": True, "same_person_below": below,
+    e_other = None if other is None else (embed(identity, other.anonymized, other.landmarks), other.persons)
+    report: dict = {"heldout": heldout_figures(judges, run, other) if judges is not None else None,
+                    "judge": identity.name, "white_box": True, "same_person_below": below,
                     "note": "white-box: the judge is the recognizer the optimization used",
                     "images": len(run.ids), "persons": len(set(run.persons)),
-                    "unrelated_false_match": unrelated_false_match(e_orig, run.persons, dist, below),
-                    "anonymity": anonymity(e_anon, e_orig, run.persons, dist, below),
-                    "consistency": consistency(e_anon, run.persons, dist, below)}
-    if other_run_dir is not None:
-        other = load_run(other_run_dir)
-        report["diversity"] = diversity(e_anon, run.persons, embed(identity, other.anonymized, other.landmarks),
-                                        other.persons, dist, below)
+                    **identity_figures(e_orig, e_anon, run.persons, dist, below, e_other)}
+    if other is not None:
         report["diversity"]["other_run"] = str(other.root)
     report["authentication"] = authentication(run, key, generator, identity, wrong_keys, seed)
     with torch.no_grad():
@@ -228,27 +286,42 @@ def keyed_report(run_dir: str | Path, other_run_dir: str | Path | None = None, k
     return report
 
 
-def format_report(r: dict) -> str:
+def identity_lines(r: dict) -> list[str]:
+    """Unrelated false-match, anonymity, consistency and diversity of one judge's figures."""
     fm = r["unrelated_false_match"]["share"]
-    a, c, auth = r["anonymity"], r["consistency"], r["authentication"]
-    ok = auth["correct_key"]
-    lines = [f"judge {r['judge']} (WHITE-BOX), same person below {r['same_person_below']}; {r['images']} images, "
-             f"{r['persons']} persons; unrelated originals false-match: {fm:.1%}",
-             f"anonymity (no key): verified as original {a['verified_as_original']:.1%}, as any photo of the person "
-             f"{a['verified_as_any_photo_of_person']:.1%}, identification top-1 {a['identification_top1']:.1%} "
-             f"(chance {a['identification_chance']:.1%})   [unrelated false-match {fm:.1%}]",
-             f"consistency (same person, same key): {c['same_person_verified_same']['share']:.1%} verified same; "
+    a, c = r["anonymity"], r["consistency"]
+    lines = [f"  unrelated originals false-match: {fm:.1%}",
+             f"  anonymity (no key): verified as original {a['verified_as_original']:.1%}, as any photo of the "
+             f"person {a['verified_as_any_photo_of_person']:.1%}, identification top-1 "
+             f"{a['identification_top1']:.1%} (chance {a['identification_chance']:.1%})   "
+             f"[unrelated false-match {fm:.1%}]",
+             f"  consistency (same person, same key): {c['same_person_verified_same']['share']:.1%} verified same; "
              f"different persons same key {c['different_persons_verified_same']['share']:.1%}   "
              f"[unrelated false-match {fm:.1%}]"]
     if "diversity" in r:
         d = r["diversity"]
-        lines.append(f"diversity (same person, other key): {d['same_person_verified_different']:.1%} verified "
+        lines.append(f"  diversity (same person, other key): {d['same_person_verified_different']:.1%} verified "
                      f"different over {d['pairs']} pairs   [unrelated false-match {fm:.1%}]")
-    lines.append(f"authentication top-1 with the key: {ok['top1']:.1%} (open set: "
+    return lines
+
+
+def format_report(r: dict) -> str:
+    auth = r["authentication"]
+    ok = auth["correct_key"]
+    lines = [f"{r['images']} images, {r['persons']} persons"]
+    h = r.get("heldout")
+    if h:
+        lines.append(f"HELD-OUT ({h['rule']}; {h['protocol']}):")
+        for name, j in h["recognizers"].items():
+            lines += [f" judge {name}, same person below {j['same_person_below']:.3g}:", *identity_lines(j)]
+        lines += [f" {name} skipped: {why}" for name, why in h["skipped"].items()]
+    lines += [f"WHITE-BOX judge {r['judge']} (the loss's recognizer), same person below {r['same_person_below']}:",
+              *identity_lines(r)]
+    lines.append(f"  authentication top-1 with the key: {ok['top1']:.1%} (open set: "
                  f"{ok['open_set']['accepted_and_correct']:.1%} accepted and correct); chance {ok['chance']:.1%}")
     for i, w in enumerate(auth["wrong_keys"]):
         lo, hi = w["chance_interval"]
-        lines.append(f"  wrong key {i}: top-1 {w['top1']:.1%} (95% chance interval [{lo:.1%}, {hi:.1%}]: "
+        lines.append(f"    wrong key {i}: top-1 {w['top1']:.1%} (95% chance interval [{lo:.1%}, {hi:.1%}]: "
                      f"{'within' if w['within_chance_interval'] else 'OUTSIDE'}; per person {w['per_person_top1']:.1%} "
                      f"{'within' if w['per_person_within'] else 'OUTSIDE'}); open-set accepted "
                      f"{w['open_set']['accepted']:.1%}")

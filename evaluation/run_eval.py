@@ -209,7 +209,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if method == "keyed" and cfg.keyed.enabled:  # the key holder's view: needs the run's key
         from .keyed_metrics import keyed_report
 
-        results["keyed"] = keyed_report(run_dir, cfg.keyed.other_run_dir, wrong_keys=cfg.keyed.wrong_keys)
+        results["keyed"] = keyed_report(run_dir, cfg.keyed.other_run_dir, wrong_keys=cfg.keyed.wrong_keys,
+                                        heldout=cfg.heldout)
     if cfg.inception_weights:
         from .metrics.quality import image_quality
 

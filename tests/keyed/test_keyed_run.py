@@ -72,6 +72,8 @@ def test_key_never_written_or_printed(two_runs, capfd):
     out = capfd.readouterr()
     metrics = summary["metrics"]
     assert metrics["keyed_auth_top1_correct_key@dlib_resnet"]["white_box"] is True
+    assert metrics["keyed_heldout_consistency_same_verified@sface"]["white_box"] is False  # held-out judges too
+    assert list(summary["details"]["keyed"])[0] == "heldout"  # and first
     assert {"keyed_consistency_same_verified@dlib_resnet", "keyed_diversity_verified_different@dlib_resnet",
             "keyed_anonymity_verified_as_original@dlib_resnet", "keyed_false_match_unrelated@dlib_resnet",
             "keyed_auth_top1_wrong_keys_mean@dlib_resnet"} <= set(metrics)
