@@ -55,6 +55,9 @@ VARIANTS = {  # name -> train.py overrides
     "seed1+margin0.7": ["data.seed=1", "identity.margin=0.7"],
     "fp32": ["trainer.precision=32-true"],  # the default in float32 (where auto picks bf16)
     "views8": ["method.views.views=8"],  # 8 random views in the attribute loss
+    # views that zoom out (and in) by up to 1.3x / 1.6x: the attribute loss also sees hair and jaw
+    "zoom0.3": ["method.views.zoom=0.3"],
+    "zoom0.6": ["method.views.zoom=0.6"],
     "pool4096": ["stages.pool_size=4096"],  # 4x the fake pool: closer fakes to pair with
     "pool4096+margin0.85": ["stages.pool_size=4096", "identity.margin=0.85"],  # closer fakes, pushed farther
     "pairviews4": ["stages.pairing_views=4"],  # pairing features averaged over 4 fixed random views

@@ -42,9 +42,10 @@ def theta_from_landmarks(landmarks: torch.Tensor, image_hw: tuple[int, int],
     unit_to_px = fit_similarity(tpl, landmarks)  # crop unit coords -> image pixels
     h, w = image_hw
     # Crop output normalized u in [-1,1] -> unit c = (u + 1) / 2; image pixel p -> x = 2p/W - 1.
-    pre = torch.tensor([[0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    post = torch.tensor([[2.0 / w, 0.0, -1.0], [0.0, 2.0 / h, -1.0]], dtype=torch.float64)
-    full = torch.cat([unit_to_px.double(), torch.tensor([[[0.0, 0.0, 1.0]]]).double().expand(n, -1, -1)], 1)
+    on = {"dtype": torch.float64, "device": landmarks.device}
+    pre = torch.tensor([[0.5, 0.0, 0.5], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]], **on)
+    post = torch.tensor([[2.0 / w, 0.0, -1.0], [0.0, 2.0 / h, -1.0]], **on)
+    full = torch.cat([unit_to_px.double(), torch.tensor([[[0.0, 0.0, 1.0]]], **on).expand(n, -1, -1)], 1)
     return (post @ full @ pre).float()
 
 

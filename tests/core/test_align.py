@@ -45,3 +45,12 @@ def test_ffhq_theta_is_centered_square_for_frontal_face():
     assert torch.isclose(th[0, 0, 0], th[0, 1, 1])  # square crop
     # Half-side = 2 x eye distance (60 px) = 120 px of a 256 px image.
     assert torch.isclose(th[0, 0, 0], torch.tensor(2 * 120 / 256))
+
+
+def test_theta_from_landmarks_stays_on_the_landmarks_device():
+    # The meta device stands in for a GPU: a constant made on the CPU inside the function would
+    # make torch refuse the mix (first seen on a GPU, in benchmarks/gpu_check.py's embedded agreement).
+    landmarks = torch.rand(3, 5, 2, device="meta")
+    template = torch.tensor([[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]])
+    theta = theta_from_landmarks(landmarks, (64, 64), template)
+    assert theta.device.type == "meta" and theta.shape == (3, 2, 3)
