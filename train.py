@@ -11,7 +11,9 @@ Everything the job prints is also appended to <run_dir>/train.log (falco/runlog.
 Exit code: 0 when every image was anonymized, 3 (EXIT_SKIPPED) when some were skipped
 (unreadable, no face, ...: see summary.json "skip_reasons"), 4 (EXIT_STOPPED) when SIGTERM or
 SIGINT stopped it (falco/stopping.py: nothing partial is written; the same command with the same
-run_dir resumes it, as the last line printed says), 1 on an error. A multirun exits 3 when any of
+run_dir resumes it, as the last line printed says), 5 (EXIT_MISSING_WEIGHTS) when a weight file is
+missing (one line names it and where it comes from: `./run weights` for the official ones), 1 on
+another error. A multirun exits 3 when any of
 its jobs run in this process skipped images, 4 when one was stopped (the later jobs do not start).
 """
 
@@ -31,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 
 from falco import progress, stopping
+from falco.backbones.checkpoints import EXIT_MISSING_WEIGHTS, missing_weights
 from falco.config import MethodConfig, register
 from falco.detect import FaceDetector
 from falco.device import resolve_device
@@ -49,6 +52,7 @@ EXIT_SKIPPED = 3  # the run finished, but some images were skipped (their record
 _skipped_jobs: list[str] = []  # run directories of the jobs in this process that skipped images
 EXIT_STOPPED = 4  # SIGTERM/SIGINT stopped the run at a step boundary; the same command resumes it
 _stopped_jobs: list[str] = []  # run directories of the jobs in this process that a signal stopped
+_missing: list[str] = []  # messages of the weight files that jobs of this process could not find
 
 
 def build_networks(cfg: DictConfig) -> Networks:
@@ -180,6 +184,13 @@ def main(cfg: DictConfig) -> float | None:
             if rank_zero_only.rank == 0:
                 print(stopped_message(stop, out), flush=True)
             return None
+        except Exception as error:  # a missing weight file: its message, not Hydra's traceback
+            missing = missing_weights(error)
+            if missing is None:
+                raise
+            _missing.append(str(missing))
+            print(f"[weights] {missing}", flush=True)
+            return None
     if result.skipped:
         _skipped_jobs.append(str(result.run.root))
     # The return value is what sweepers (Optuna) optimize: with an `objective:` block, the
@@ -206,4 +217,5 @@ def stopped_message(stop: stopping.Stopped, out: str) -> str:
 
 if __name__ == "__main__":
     main()  # Hydra exits 1 itself on an error
-    sys.exit(EXIT_STOPPED if _stopped_jobs else EXIT_SKIPPED if _skipped_jobs else 0)
+    sys.exit(EXIT_STOPPED if _stopped_jobs else EXIT_MISSING_WEIGHTS if _missing
+             else EXIT_SKIPPED if _skipped_jobs else 0)

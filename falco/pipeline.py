@@ -23,7 +23,7 @@ from .stages.fakepool import load_pool, run_fakepool
 from .stages.frame import generator_frame
 from .stages.pairing import nearest, unique_assignment
 from .stages.prepare import Prepared, Source, run_prepare
-from .stopping import check as stop_point
+from .stopping import Pace
 from .views import robust_features
 
 
@@ -77,9 +77,8 @@ def _batched(fn, prepared: Prepared, batch: int, name: str, device: str | torch.
     `name` is the stage's in progress lines."""
     outs = []
     with Progress(name, len(prepared.ok)) as bar:
-        for s in range(0, len(prepared.ok), batch):
-            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
-            imgs, lms = zip(*(prepared.get(e) for e in prepared.ok[s:s + batch]), strict=True)
+        for part in Pace(batch).slices(len(prepared.ok)):  # a stop: the stage's temporary entry goes
+            imgs, lms = zip(*(prepared.get(e) for e in prepared.ok[part]), strict=True)
             with torch.no_grad():
                 outs.append(fn(torch.stack(imgs).to(device), torch.stack(lms).to(device)).float().cpu())
             bar.update(len(imgs))
@@ -94,8 +93,7 @@ def _fake_identities(nets: Networks, latents: torch.Tensor, template: torch.Tens
     res, outs = nets.generator.resolution, []
     with on_device(device, nets.generator, nets.identity), Progress("pairing: candidate identities",
                                                                     len(latents)) as bar:
-        for z in latents.split(batch):
-            stop_point()
+        for z in Pace(batch).split(latents):
             with torch.no_grad():
                 images = nets.generator.synthesize(z.to(device)).float()
                 lm = (template * res).to(images.device).expand(len(z), -1, -1)

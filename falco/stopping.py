@@ -2,8 +2,10 @@
 
 `on_signals()` installs the handlers for the job's duration. A signal only sets a flag;
 `check()`, called between optimization steps and between the batches of every stage, raises
-`Stopped` once it is set. So the batch being optimized is abandoned before anything of it is
-written (the writer runs only after a whole batch), stage artefacts being computed go with
+`Stopped` once it is set. A stage's batches are bounded by time as well as memory (`Pace`: about
+STEP_BUDGET_S each), so even a 1024 px generator on a CPU stops within seconds. The batch being
+optimized is abandoned before anything of it is written (the writer runs only after a whole
+batch), stage artefacts being computed go with
 their temporary directory, and a re-run of the same command on the same run directory skips
 the done images and redoes the rest. A second signal raises `Stopped` at once, wherever the
 job is: what that cuts off, `RunDir.recover` undoes on the re-run.
@@ -23,10 +25,15 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import torch
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STEP_BUDGET_S = 4.0  # a stage's batch is sized to take about this long at most: a stop waits for one batch
+_clock = time.perf_counter  # what Pace times batches with (tests replace it)
 _received: str | None = None  # name of the signal that asked the job to stop, None while none did
 
 
@@ -47,6 +54,37 @@ def check() -> None:
     """Raise `Stopped` if a stop was requested (cheap: call it at every step boundary)."""
     if _received is not None:
         raise Stopped(_received)
+
+
+class Pace:
+    """Batches of a stage loop sized by time as well as memory, so that a stop waits for one
+    batch of about `budget_s` rather than for `batch` slow images (a 1024 px generator on a CPU
+    takes seconds per image). The first batch is one item; after each batch the next holds as
+    many items as the measured time per item allows within the budget, at least one and at most
+    `batch` (memory). The same object carries its measured rate across a stage's loops. The
+    stop check (`check`) runs before every batch."""
+
+    def __init__(self, batch: int, budget_s: float = STEP_BUDGET_S) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        self.batch, self.budget_s, self.size = batch, budget_s, 1
+
+    def slices(self, total: int, start: int = 0) -> Iterator[slice]:
+        """Consecutive slices covering range(start, total), each one batch."""
+        s = start
+        while s < total:
+            check()
+            k = min(self.size, total - s)
+            began = _clock()
+            yield slice(s, s + k)
+            per_item = (_clock() - began) / k
+            self.size = max(1, min(self.batch, int(self.budget_s / max(per_item, 1e-9))))
+            s += k
+
+    def split(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """`x` along its first dimension, one batch at a time."""
+        for part in self.slices(len(x)):
+            yield x[part]
 
 
 def request(signal_name: str) -> None:

@@ -39,7 +39,7 @@ from .pipeline import Networks, StageOutputs
 from .progress import Progress
 from .rundir import RunDir
 from .stages.cache import StageCache
-from .stopping import check as stop_point
+from .stopping import Pace
 
 CHUNK = 64  # images per forward pass: the summary's memory does not grow with the dataset
 
@@ -95,9 +95,8 @@ def judged_inputs(nets: Networks, stages: StageOutputs, heldout=None, cache: Sta
     def compute() -> dict:
         parts = []
         with Progress("summary: judge the inputs", n) as bar:
-            for s in range(0, n, chunk):
-                stop_point()  # SIGTERM/SIGINT: nothing of the stage is cached
-                parts.append(_inputs_chunk(nets, stages, s, chunk, heldout, device))
+            for part in Pace(chunk).slices(n):  # a stop: nothing of the stage is cached
+                parts.append(_inputs_chunk(nets, stages, part.start, part.stop - part.start, heldout, device))
                 bar.update(len(parts[-1]["e_x"]))
         return concat(parts)
 
@@ -150,10 +149,9 @@ def summarize(run: RunDir, nets: Networks, stages: StageOutputs, records: list[d
         inputs = judged_inputs(nets, stages, heldout, cache, chunk, device)
         parts = []
         with Progress("summary: measure the outputs", len(ok)) as bar:
-            for s in range(0, len(ok), chunk):
-                stop_point()  # SIGTERM/SIGINT: no summary.json; the re-run measures again
-                rows = torch.tensor([index[r["id"]] for r in ok[s:s + chunk]])
-                parts.append(_outputs_chunk(run, nets, ok[s:s + chunk], inputs["landmarks"][rows],
+            for part in Pace(chunk).slices(len(ok)):  # a stop: no summary.json; the re-run measures again
+                rows = torch.tensor([index[r["id"]] for r in ok[part]])
+                parts.append(_outputs_chunk(run, nets, ok[part], inputs["landmarks"][rows],
                                             inputs["e_x"][rows], heldout, device))
                 bar.update(len(rows))
     rows = torch.tensor([index[r["id"]] for r in ok])

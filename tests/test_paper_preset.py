@@ -7,7 +7,10 @@ measured seconds (double the pool: double the pool's estimate, nothing else move
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,7 +20,8 @@ from omegaconf import OmegaConf
 import train
 from falco.estimate import counts, plan, print_estimate, stages_of
 from falco.pipeline import StageKnobs
-from tests.conftest import FAST, compose_train
+from falco.backbones.checkpoints import EXIT_MISSING_WEIGHTS
+from tests.conftest import FAST, ROOT, compose_train
 
 # [estimate] <stage>: <count> <unit> x <seconds> s = H:MM:SS on <device> (<precision>)
 LINE = re.compile(
@@ -56,6 +60,19 @@ def test_without_the_official_weights_the_run_stops_naming_the_files_before_any_
     with pytest.raises(Exception, match="stylegan2_ffhq1024.pth"):
         train.run(cfg, str(tmp_path / "run"))
     assert "[estimate]" not in capsys.readouterr().out
+
+
+def test_train_py_without_the_weights_prints_one_line_per_missing_file_and_exits_5(tmp_path):
+    """Not Hydra's traceback: the message (file, where to put it, `./run weights`) and its own exit code."""
+    env = {**os.environ, "FALCO_WEIGHTS": str(tmp_path / "weights")}
+    done = subprocess.run([sys.executable, "train.py", "experiments=paper", "data=folder", f"data.root={tmp_path}",
+                           "logger=none", f"cache_dir={tmp_path / 'cache'}", f"run_dir={tmp_path / 'run'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode == EXIT_MISSING_WEIGHTS, out[-3000:]
+    [line] = [x for x in out.splitlines() if x.startswith("[weights] ")]
+    assert "stylegan2_ffhq1024.pth" in line and "./run weights" in line and str(tmp_path / "weights") in line
+    assert "Traceback" not in out and "Error executing job" not in out
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,20 @@ class MissingWeights(FileNotFoundError):
     """A weight file the configuration needs is not on disk."""
 
 
+EXIT_MISSING_WEIGHTS = 5  # train.py / evaluate.py: a weight file is missing (the message says which, and where from)
+
+
+def missing_weights(error: BaseException | None) -> MissingWeights | None:
+    """The MissingWeights behind `error` (Hydra's instantiate wraps it), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, MissingWeights):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 WEIGHTS_ENV = "FALCO_WEIGHTS"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from ..backbones.base import AttributeEncoder, Generator
 from ..detect import FaceDetector
 from ..progress import Progress
 from ..seeds import stream_seed
-from ..stopping import check as stop_point
+from ..stopping import Pace
 from ..views import robust_features
 
 CHUNK = 64  # samples per seed of the pool's stream; part of the pool's definition
@@ -29,24 +29,26 @@ def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: t
                  *, size: int, seed: int, device: str | torch.device = "cpu", batch: int = CHUNK,
                  detector: FaceDetector | None = None, views: int = 0) -> None:
     """The networks run where they are; `device` is where their inputs go, in batches of at
-    most `batch` fakes (memory), whatever the pool size. The artefacts are stored on the CPU.
+    most `batch` fakes (memory) and of about the stop budget's time (falco/stopping.py Pace),
+    whatever the pool size. The artefacts are stored on the CPU.
     detector: if given, each fake records whether MTCNN finds a face in it (`detected`).
     views: pairing features averaged over this many fixed random views (falco/views.py)."""
     lat, feat, found, shard = [], [], [], 0
+    pace = Pace(batch)  # SIGTERM/SIGINT before each batch: the stage's temporary entry goes, nothing is cached
     with Progress("fake pool: sample + embed", size) as bar:
         for c in range(math.ceil(size / CHUNK)):
-            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
             n = min(CHUNK, size - c * CHUNK)
             z = generator.sample(n, stream_seed("pool", seed, c))
-            parts = [_embed(generator, attributes, template, part.to(device), detector, views)
-                     for part in z.split(batch)]
+            parts = []
+            for part in pace.split(z):
+                parts.append(_embed(generator, attributes, template, part.to(device), detector, views))
+                bar.update(len(part))
             lat.append(z.cpu())
             feat.append(torch.cat([f for f, _ in parts]))
             found.append(torch.tensor([hit for _, hits in parts for hit in hits]))
             if len(lat) == SHARD_CHUNKS:
                 _save(out / f"pool_{shard:05d}.pt", lat, feat, found)
                 lat, feat, found, shard = [], [], [], shard + 1
-            bar.update(n)
     if lat:
         _save(out / f"pool_{shard:05d}.pt", lat, feat, found)
 

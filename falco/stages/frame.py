@@ -16,7 +16,7 @@ from ..backbones.base import Generator
 from ..detect import FaceDetector
 from ..progress import Progress
 from ..seeds import stream_seed
-from ..stopping import check as stop_point
+from ..stopping import Pace
 
 # FFHQ's canonical 5 points in unit coordinates (eye distance = 1/4 of the side, crop centred
 # 0.1 of the eye-to-mouth vector below the eyes, typical eye-to-mouth / eye-distance ~ 1.1).
@@ -30,16 +30,16 @@ def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int 
     The latents go to `device` (where the generator is) in batches of at most `batch`."""
     found: list[np.ndarray] = []
     res = generator.resolution
+    pace = Pace(batch)  # SIGTERM/SIGINT before each batch: the stage's temporary entry goes, nothing is cached
     with Progress("frame: detect on generator samples", samples) as bar:
         for start in range(0, samples, CHUNK):
-            stop_point()  # SIGTERM/SIGINT: the stage's temporary entry goes, nothing is cached
             n = min(CHUNK, samples - start)
             z = generator.sample(n, stream_seed("frame", seed, start))
-            for part in z.split(batch):
+            for part in pace.split(z):
                 with torch.no_grad():
                     images = generator.synthesize(part.to(device)).float()
                 found += [det.landmarks / res for det in detector.detect_tensor(images) if det is not None]
-            bar.update(n)
+                bar.update(len(part))
     rate = len(found) / samples
     if not found:
         return torch.full((5, 2), float("nan")), 0.0
