@@ -20,9 +20,9 @@ from benchmarks.harness.memory import measure_peak
 from benchmarks.harness.peak import matmul_peak, matmul_rate
 from benchmarks.harness.problem import Batch, Problem
 from benchmarks.harness.timing import StepClock
-from falco.estimate import autocast, sync
+from falco.estimate import sync
 from falco.optimize import Result, compute_targets, optimize_latents
-from falco.precision import cpu_bf16_native, cuda_bf16_native
+from falco.precision import autocast, cpu_bf16_native, cuda_bf16_native
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}

@@ -21,14 +21,15 @@ configured count. The probe batch is PROBE[device kind] items, at most stages.ba
     summary       dataset items           the white-box measurements (synthesis, recognizer, attributes, MTCNN)
 
 Not counted: stages already in the cache (they are reused), writing files, the nearest-fake search,
-the held-out judges of the summary. The stages run in fp32, the optimization in the trainer's
-precision, spread over its ranks. Every figure is per item at the probe batch: a GPU is faster per
-item at larger batches, so there the estimate errs long. Nothing is written or downloaded.
+the held-out judges of the summary. The run's precision (the trainer's) applies to every stage
+but prepare (MTCNN) and the summary, which are fp32 (falco/pipeline.py run_stages, falco/summary.py),
+as the run itself computes them; the optimization is spread over the trainer's ranks. Every
+figure is per item at the probe batch: a GPU is faster per item at larger batches, so there the
+estimate errs long. Nothing is written or downloaded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -43,6 +44,7 @@ from .data.items import SkipImage
 from .device import on_device
 from .module import AnonymizerModule
 from .pipeline import Networks, StageKnobs
+from .precision import autocast, precision_name
 from .progress import clock_text
 from .stages.fakepool import _embed
 from .stages.frame import FFHQ_TEMPLATE
@@ -58,7 +60,6 @@ PROBE_SEED = 7919  # seed of the probe latents (any: only their cost matters)
 STAGES = ("frame", "prepare", "inversion", "fake pool", "pairing", "optimization", "summary")  # run order
 UNITS = {"frame": "samples", "prepare": "photos", "inversion": "photos", "fake pool": "fakes",
          "pairing": "photos", "optimization": "images", "summary": "images"}  # what each stage counts
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each reduced precision
 
 
 @dataclass(frozen=True)
@@ -85,19 +86,6 @@ def seconds_text(seconds: float) -> str:
     if seconds <= 0:
         return "0"
     return f"{seconds:.{max(0, 2 - math.floor(math.log10(seconds)))}f}"
-
-
-def precision_name(trainer_precision: str) -> str:
-    """Lightning's precision ('bf16-mixed', '16-mixed', '32-true', ...) -> bf16 | fp16 | fp32."""
-    p = str(trainer_precision)
-    return "bf16" if p.startswith("bf16") else "fp16" if p.startswith("16") else "fp32"
-
-
-def autocast(device: str, precision: str):
-    """The autocast region of `precision` on `device` (none for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])
 
 
 def sync(device: str) -> None:
@@ -144,8 +132,17 @@ def probe_size(device: str, stage_batch: int) -> int:
     return max(1, min(stage_batch, PROBE.get(torch.device(device).type, PROBE_OTHER)))
 
 
-def frame_cost(nets: Networks, probe: Probe, device: str) -> float:
-    return timed(lambda: nets.detector.detect_tensor(nets.generator.synthesize(probe.latents)), device) / probe.n
+REDUCED = ("frame", "inversion", "fake pool", "pairing", "optimization")  # stages in the run's precision
+# (prepare and summary: fp32)
+
+
+def frame_cost(nets: Networks, probe: Probe, device: str, precision: str) -> float:
+    def work() -> None:
+        with autocast(device, precision):
+            images = nets.generator.synthesize(probe.latents).float()
+        nets.detector.detect_tensor(images)
+
+    return timed(work, device) / probe.n
 
 
 def read_or_none(source: Source, item):
@@ -169,22 +166,24 @@ def prepare_cost(nets: Networks, source: Source, probe: Probe, device: str) -> f
     return timed(work, device) / max(len(items), 1)
 
 
-def inversion_cost(nets: Networks, probe: Probe, device: str) -> float:
+def inversion_cost(nets: Networks, probe: Probe, device: str, precision: str) -> float:
     inversion = nets.inversion
     assert inversion is not None
-    return timed(lambda: inversion.invert(probe.images), device) / probe.n
+    with autocast(device, precision):
+        return timed(lambda: inversion.invert(probe.images), device) / probe.n
 
 
-def pool_cost(nets: Networks, probe: Probe, knobs: StageKnobs, device: str) -> float:
+def pool_cost(nets: Networks, probe: Probe, knobs: StageKnobs, device: str, precision: str) -> float:
     return timed(lambda: _embed(nets.generator, nets.attributes, FFHQ_TEMPLATE, probe.latents, nets.detector,
-                                knobs.pairing_views), device) / probe.n
+                                knobs.pairing_views, precision), device) / probe.n
 
 
-def pairing_cost(nets: Networks, probe: Probe, knobs: StageKnobs, device: str) -> float:
+def pairing_cost(nets: Networks, probe: Probe, knobs: StageKnobs, device: str, precision: str) -> float:
     att, res = nets.attributes, nets.generator.resolution
     thetas = att.crop_thetas(probe.landmarks, (res, res))
-    return timed(lambda: robust_features(att.pairing_features, probe.images, thetas, knobs.pairing_views),
-                 device) / probe.n
+    with autocast(device, precision):
+        return timed(lambda: robust_features(att.pairing_features, probe.images, thetas, knobs.pairing_views),
+                     device) / probe.n
 
 
 def optimization_cost(nets: Networks, probe: Probe, method: MethodConfig, device: str, precision: str) -> float:
@@ -238,11 +237,11 @@ def measure(nets: Networks, source: Source, method: MethodConfig, knobs: StageKn
     """Seconds per item of each stage in `stages`, measured on `device` (the networks go back after)."""
     nets_on = [nets.generator, nets.identity, nets.attributes, nets.detector]
     nets_on += [nets.inversion] if nets.inversion is not None else []
-    costs = {"frame": lambda p: frame_cost(nets, p, device),
+    costs = {"frame": lambda p: frame_cost(nets, p, device, precision),
              "prepare": lambda p: prepare_cost(nets, source, p, device),
-             "inversion": lambda p: inversion_cost(nets, p, device),
-             "fake pool": lambda p: pool_cost(nets, p, knobs, device),
-             "pairing": lambda p: pairing_cost(nets, p, knobs, device),
+             "inversion": lambda p: inversion_cost(nets, p, device, precision),
+             "fake pool": lambda p: pool_cost(nets, p, knobs, device, precision),
+             "pairing": lambda p: pairing_cost(nets, p, knobs, device, precision),
              "optimization": lambda p: optimization_cost(nets, p, method, device, precision),
              "summary": lambda p: summary_cost(nets, p, device)}
     with on_device(device, *nets_on):
@@ -259,8 +258,9 @@ def counts(source: Source, knobs: StageKnobs) -> dict[str, int]:
 
 def plan(units: dict[str, float], count: dict[str, int], device: str, precision: str,
          ranks: int = 1) -> list[StageEstimate]:
-    """Measured seconds per item x counts; the optimization in `precision` over `ranks`, the rest fp32."""
-    return [StageEstimate(s, count[s], units[s], device, precision if s == "optimization" else "fp32",
+    """Measured seconds per item x counts; the REDUCED stages in `precision`, the rest fp32; the
+    optimization over `ranks`."""
+    return [StageEstimate(s, count[s], units[s], device, precision if s in REDUCED else "fp32",
                           ranks if s == "optimization" else 1) for s in STAGES if s in units]
 
 

@@ -21,6 +21,7 @@ from .data.imageio import atomic_write_text
 from .device import resolve_device
 from .module import AnonymizeDataset, AnonymizerModule, RankShare
 from .pipeline import Networks, StageKnobs, StageOutputs, run_stages
+from .precision import precision_name
 from .progress import PredictProgress
 from .quirks import apply_network_quirks
 from .release import secret_order
@@ -106,7 +107,7 @@ def run_job(nets: Networks, source: Source, method: MethodConfig, out_dir: str |
         apply_network_quirks(nets.attributes)
         knobs = replace(knobs, keep_unaligned=True)
     cache = StageCache(cache_dir)
-    stages = run_stages(nets, source, cache, knobs, device)
+    stages = run_stages(nets, source, cache, knobs, device, precision_name(str(trainer.precision)))
     if stages_only:  # warm the shared cache once, before array jobs or DDP ranks each compute it
         return JobResult(run, {"stage_keys": stages.keys, "stages_reused": stages.reused}, 0, 0)
     if not stages.prepared.ok:

@@ -16,6 +16,7 @@ import torch
 from .backbones.base import AttributeEncoder, Generator, IdentityEncoder, Inversion
 from .detect import FaceDetector
 from .device import on_device
+from .precision import autocast
 from .progress import Progress
 from .schema import StagesConfig
 from .stages.cache import StageCache, module_fingerprint
@@ -72,21 +73,22 @@ class StageOutputs:
     virtual_init: torch.Tensor | None = None
 
 
-def _batched(fn, prepared: Prepared, batch: int, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
-    """fn(images, landmarks) over the prepared images in batches on `device`, results on the CPU;
-    `name` is the stage's in progress lines."""
+def _batched(fn, prepared: Prepared, batch: int, name: str, device: str | torch.device = "cpu",
+             precision: str = "fp32") -> torch.Tensor:
+    """fn(images, landmarks) over the prepared images in batches on `device`, computed in
+    `precision` (autocast), results on the CPU in fp32; `name` is the stage's in progress lines."""
     outs = []
     with Progress(name, len(prepared.ok)) as bar:
         for part in Pace(batch).slices(len(prepared.ok)):  # a stop: the stage's temporary entry goes
             imgs, lms = zip(*(prepared.get(e) for e in prepared.ok[part]), strict=True)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, precision):
                 outs.append(fn(torch.stack(imgs).to(device), torch.stack(lms).to(device)).float().cpu())
             bar.update(len(imgs))
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
 def _fake_identities(nets: Networks, latents: torch.Tensor, template: torch.Tensor, batch: int,
-                     device: str | torch.device) -> torch.Tensor:
+                     device: str | torch.device, precision: str = "fp32") -> torch.Tensor:
     """The run's recognizer's embeddings (on the CPU) of the pool fakes of these latents, rendered
     again in batches on `device`; fakes sit in the generator's frame, so the crops come from the
     frame template's landmarks."""
@@ -94,7 +96,7 @@ def _fake_identities(nets: Networks, latents: torch.Tensor, template: torch.Tens
     with on_device(device, nets.generator, nets.identity), Progress("pairing: candidate identities",
                                                                     len(latents)) as bar:
         for z in Pace(batch).split(latents):
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, precision):
                 images = nets.generator.synthesize(z.to(device)).float()
                 lm = (template * res).to(images.device).expand(len(z), -1, -1)
                 outs.append(nets.identity.embed(images, nets.identity.crop_theta(lm, (res, res))).float().cpu())
@@ -103,9 +105,14 @@ def _fake_identities(nets: Networks, latents: torch.Tensor, template: torch.Tens
 
 
 def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKnobs,
-               device: str | torch.device = "cpu") -> StageOutputs:
+               device: str | torch.device = "cpu", precision: str = "fp32") -> StageOutputs:
     """Every stage's networks compute on `device` (falco/device.py), in batches of at most
-    `knobs.batch` images; what the cache stores is on the CPU."""
+    `knobs.batch` images; what the cache stores is on the CPU, in fp32.
+
+    precision (bf16 | fp16 | fp32, the run's: falco/precision.py): the generator, the inversion,
+    the attribute and identity networks of the frame, invert, fake pool and pairing stages
+    compute under its autocast; MTCNN always in fp32 (its landmarks place every crop, and a bf16
+    coordinate is off by pixels at 1024 px). A reduced precision joins those stages' cache keys."""
     fp = nets.fingerprints()
     res = nets.generator.resolution
     keys: dict[str, str] = {}
@@ -117,11 +124,13 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
 
     frame_spec = {"generator": fp["generator"], "alignment": nets.alignment, "samples": knobs.frame_samples,
                   "detector": fp["detector"]}
+    reduced = {"precision": precision} if precision != "fp32" else {}  # fp32: the keys stay what they were
+    frame_spec.update(reduced)
 
     def compute_frame(out: Path) -> None:
         with on_device(device, nets.generator, nets.detector):
             tpl, report = generator_frame(nets.generator, nets.detector, nets.alignment, samples=knobs.frame_samples,
-                                          device=device, batch=knobs.batch)
+                                          device=device, batch=knobs.batch, precision=precision)
         torch.save(tpl, out / "template.pt")
         (out / "report.json").write_text(json.dumps(report))
 
@@ -145,31 +154,32 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
     if nets.inversion is not None:
         inv = nets.inversion
         inv_spec = {"prepare": keys["prepare"], "inversion": fp["inversion"], "generator": fp["generator"],
-                    "knobs": {k: v for k, v in vars(inv).items() if isinstance(v, int | float | str)}}
+                    "knobs": {k: v for k, v in vars(inv).items() if isinstance(v, int | float | str)}, **reduced}
 
         def compute_invert(out: Path) -> None:
             with on_device(device, inv):  # the projection's generator with it
-                latents = _batched(lambda x, lm: inv.invert(x), prepared, knobs.batch, "invert", device)
+                latents = _batched(lambda x, lm: inv.invert(x), prepared, knobs.batch, "invert", device, precision)
             torch.save(latents, out / "latents.pt")
 
         inversion = torch.load(stage("invert", inv_spec, compute_invert) / "latents.pt", weights_only=True)
 
     pool_spec = {"generator": fp["generator"], "attributes": fp["attributes"], "frame": keys["frame"],
-                 "size": knobs.pool_size, "seed": knobs.pool_seed, "detector": fp["detector"]}
+                 "size": knobs.pool_size, "seed": knobs.pool_seed, "detector": fp["detector"], **reduced}
     if knobs.pairing_views:  # only then: the default's cache keys stay what they were
         pool_spec["views"] = knobs.pairing_views
 
     def compute_fakepool(out: Path) -> None:
         with on_device(device, nets.generator, nets.attributes, nets.detector):
             run_fakepool(nets.generator, nets.attributes, template, out, size=knobs.pool_size, seed=knobs.pool_seed,
-                         device=device, batch=knobs.batch, detector=nets.detector, views=knobs.pairing_views)
+                         device=device, batch=knobs.batch, detector=nets.detector, views=knobs.pairing_views,
+                         precision=precision)
 
     pool = load_pool(stage("fakepool", pool_spec, compute_fakepool))
 
     att = nets.attributes
     pair_spec = {"prepare": keys["prepare"], "fakepool": keys["fakepool"], "attributes": fp["attributes"],
                  "unique": bool(knobs.pairing_unique),  # None (no attribute config said) = false
-                 "detectable_only": knobs.pairing_detectable_only}
+                 "detectable_only": knobs.pairing_detectable_only, **reduced}
     if knobs.pairing_distinct:  # only then: the default's cache keys stay what they were
         pair_spec.update(distinct=True, identity=fp["identity"], generator=fp["generator"])
     usable = pool["detected"].nonzero().squeeze(1) if knobs.pairing_detectable_only \
@@ -182,12 +192,12 @@ def run_stages(nets: Networks, source: Source, cache: StageCache, knobs: StageKn
         with on_device(device, att):
             real = _batched(lambda x, lm: robust_features(att.pairing_features, x, att.crop_thetas(lm, (res, res)),
                                                           knobs.pairing_views), prepared, knobs.batch,
-                            "pairing features", device)
+                            "pairing features", device, precision)
         feats = pool["features"][usable]
         if knobs.pairing_unique:
             ident = nets.identity
             identities = (lambda rows: _fake_identities(nets, pool["latents"][usable[rows]], template, knobs.batch,
-                                                        device)) if knobs.pairing_distinct else None
+                                                        device, precision)) if knobs.pairing_distinct else None
             idx, fallbacks = unique_assignment(
                 real, feats, identities=identities,
                 same_person=lambda e, others: ident.distance(e.expand_as(others), others) < ident.same_person_below)

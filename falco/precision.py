@@ -23,6 +23,7 @@ it assumes emulated bf16.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -36,6 +37,7 @@ CPUINFO = Path("/proc/cpuinfo")
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 TYPICAL_SLOWDOWN = 50  # bf16 vs fp32 time on CPUs without them (matmul and convolution, measured on AVX2)
 PROBE_SIZE = 256  # the on-the-spot measurement: a (256 x 256) @ (256 x 256) product, a few ms in fp32
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each reduced precision
 
 
 @dataclass(frozen=True)
@@ -145,3 +147,18 @@ def resolve_precision(requested: str | int, accelerator: str = "auto") -> Precis
         return PrecisionChoice(req, "32-true", kind, "auto -> 32-true: this CPU has no AVX512-BF16/AMX, "
                                f"bf16 would be emulated (~{TYPICAL_SLOWDOWN}x slower)")
     return PrecisionChoice(req, "32-true", kind, f"auto -> 32-true: no mixed-precision rule for accelerator {kind!r}")
+
+
+def precision_name(trainer_precision: str) -> str:
+    """Lightning's precision ('bf16-mixed', '16-mixed', '32-true', ...) -> bf16 | fp16 | fp32."""
+    p = str(trainer_precision)
+    return "bf16" if p.startswith("bf16") else "fp16" if p.startswith("16") else "fp32"
+
+
+def autocast(device: str | torch.device, precision: str):
+    """The autocast region of `precision` (bf16 | fp16 | fp32) on `device` (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of fp32, {', '.join(DTYPES)}; got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=DTYPES[precision])

@@ -16,6 +16,7 @@ import torch
 
 from ..backbones.base import AttributeEncoder, Generator
 from ..detect import FaceDetector
+from ..precision import autocast
 from ..progress import Progress
 from ..seeds import stream_seed
 from ..stopping import Pace
@@ -27,12 +28,14 @@ SHARD_CHUNKS = 64  # chunks per saved shard
 
 def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: torch.Tensor, out: Path,
                  *, size: int, seed: int, device: str | torch.device = "cpu", batch: int = CHUNK,
-                 detector: FaceDetector | None = None, views: int = 0) -> None:
+                 detector: FaceDetector | None = None, views: int = 0, precision: str = "fp32") -> None:
     """The networks run where they are; `device` is where their inputs go, in batches of at
     most `batch` fakes (memory) and of about the stop budget's time (falco/stopping.py Pace),
     whatever the pool size. The artefacts are stored on the CPU.
     detector: if given, each fake records whether MTCNN finds a face in it (`detected`).
-    views: pairing features averaged over this many fixed random views (falco/views.py)."""
+    views: pairing features averaged over this many fixed random views (falco/views.py).
+    precision: the generator and the attribute network compute in it (autocast: bf16 | fp16 |
+    fp32); MTCNN in fp32. The stored features are fp32."""
     lat, feat, found, shard = [], [], [], 0
     pace = Pace(batch)  # SIGTERM/SIGINT before each batch: the stage's temporary entry goes, nothing is cached
     with Progress("fake pool: sample + embed", size) as bar:
@@ -41,7 +44,7 @@ def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: t
             z = generator.sample(n, stream_seed("pool", seed, c))
             parts = []
             for part in pace.split(z):
-                parts.append(_embed(generator, attributes, template, part.to(device), detector, views))
+                parts.append(_embed(generator, attributes, template, part.to(device), detector, views, precision))
                 bar.update(len(part))
             lat.append(z.cpu())
             feat.append(torch.cat([f for f, _ in parts]))
@@ -54,10 +57,10 @@ def run_fakepool(generator: Generator, attributes: AttributeEncoder, template: t
 
 
 def _embed(generator: Generator, attributes: AttributeEncoder, template: torch.Tensor, z: torch.Tensor,
-           detector: FaceDetector | None, views: int) -> tuple[torch.Tensor, list[bool]]:
+           detector: FaceDetector | None, views: int, precision: str = "fp32") -> tuple[torch.Tensor, list[bool]]:
     """Pairing features (on the CPU) of the fakes of latents z, and whether MTCNN finds each face."""
     res = generator.resolution
-    with torch.no_grad():
+    with torch.no_grad(), autocast(z.device, precision):
         images = generator.synthesize(z).float()
         lm = (template * res).to(z.device).expand(len(z), -1, -1)
         f = robust_features(attributes.pairing_features, images, attributes.crop_thetas(lm, (res, res)), views)

@@ -14,6 +14,7 @@ import torch
 
 from ..backbones.base import Generator
 from ..detect import FaceDetector
+from ..precision import autocast
 from ..progress import Progress
 from ..seeds import stream_seed
 from ..stopping import Pace
@@ -25,9 +26,11 @@ CHUNK = 16  # samples per seed of the frame's stream; part of the frame's defini
 
 
 def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int = 64, seed: int = 0,
-                  device: str | torch.device = "cpu", batch: int = CHUNK) -> tuple[torch.Tensor, float]:
+                  device: str | torch.device = "cpu", batch: int = CHUNK,
+                  precision: str = "fp32") -> tuple[torch.Tensor, float]:
     """Mean MTCNN landmarks (5,2) in unit coordinates over generator samples, and the hit rate.
-    The latents go to `device` (where the generator is) in batches of at most `batch`."""
+    The latents go to `device` (where the generator is) in batches of at most `batch`; the
+    generator renders in `precision` (autocast), MTCNN detects in fp32 (landmark coordinates)."""
     found: list[np.ndarray] = []
     res = generator.resolution
     pace = Pace(batch)  # SIGTERM/SIGINT before each batch: the stage's temporary entry goes, nothing is cached
@@ -36,7 +39,7 @@ def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int 
             n = min(CHUNK, samples - start)
             z = generator.sample(n, stream_seed("frame", seed, start))
             for part in pace.split(z):
-                with torch.no_grad():
+                with torch.no_grad(), autocast(device, precision):
                     images = generator.synthesize(part.to(device)).float()
                 found += [det.landmarks / res for det in detector.detect_tensor(images) if det is not None]
                 bar.update(len(part))
@@ -48,11 +51,12 @@ def measure_frame(generator: Generator, detector: FaceDetector, *, samples: int 
 
 def generator_frame(generator: Generator, detector: FaceDetector, alignment: str, *,
                     samples: int = 64, seed: int = 0, device: str | torch.device = "cpu",
-                    batch: int = CHUNK) -> tuple[torch.Tensor, dict]:
+                    batch: int = CHUNK, precision: str = "fp32") -> tuple[torch.Tensor, dict]:
     """The frame template (5,2) unit coordinates, and a report of how it was obtained."""
     if alignment not in ("ffhq", "template"):
         raise ValueError(f"generator.alignment must be 'ffhq' or 'template', got {alignment!r}")
-    measured, rate = measure_frame(generator, detector, samples=samples, seed=seed, device=device, batch=batch)
+    measured, rate = measure_frame(generator, detector, samples=samples, seed=seed, device=device, batch=batch,
+                                   precision=precision)
     if alignment == "ffhq" and rate < 0.5:
         return FFHQ_TEMPLATE.clone(), {"source": "ffhq_canonical", "detection_rate": rate}
     if rate < 0.5:

@@ -10,7 +10,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from falco.backbones.dcgan import load_dcgan
 from falco.data.imageio import to_uint8, write_png_clean
+from falco.data.synthetic import SyntheticSource
 from falco.device import resolve_device
 from falco.pipeline import Networks, StageKnobs, _batched, run_stages
 from falco.rundir import RunDir
@@ -160,3 +162,31 @@ def test_batched_stage_inputs_go_to_the_device(staged):
     n = len(stages.prepared.ok)
     assert out.shape == (n, 2) and out.device.type == "cpu"
     assert [s[:2] for s in seen] == [("meta", "meta")] * len(seen) and max(s[2] for s in seen) == 3
+
+
+def test_the_stages_compute_in_the_runs_precision_but_mtcnn_in_fp32(tmp_path):
+    """precision=bf16: every forward of the generator, the inversion and the attribute network
+    runs under bf16 autocast, none of MTCNN's; the reduced precision joins the cache keys, so an
+    fp32 run does not reuse bf16 stages; what is cached is fp32."""
+    parts = stage_parts(identities=2)
+    nets = Networks(**{k: v for k, v in parts.items() if k != "source"})
+    source = SyntheticSource(load_dcgan(), identities=2, seed=3)  # the data's own renderer: not a stage's
+    seen: dict[str, set] = {}
+    handles = [m.register_forward_pre_hook(
+        lambda mod, args, name=name: seen.setdefault(name, set()).add(
+            torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32))
+        for name, net in (("generator", nets.generator), ("inversion", nets.inversion),
+                          ("attributes", nets.attributes), ("detector", nets.detector.mtcnn)) for m in net.modules()]
+    knobs = StageKnobs(pool_size=8, frame_samples=4, batch=BATCH)
+    cache = StageCache(tmp_path / "cache")
+    try:
+        reduced = run_stages(nets, source, cache, knobs, device="cpu", precision="bf16")
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen == {"generator": {torch.bfloat16}, "inversion": {torch.bfloat16}, "attributes": {torch.bfloat16},
+                    "detector": {torch.float32}}
+    assert reduced.pool["features"].dtype == reduced.inversion.dtype == torch.float32
+    full = run_stages(nets, source, cache, knobs, device="cpu")
+    for stage in ("frame", "invert", "fakepool", "pairing"):
+        assert full.keys[stage] != reduced.keys[stage] and full.reused[stage] is False
